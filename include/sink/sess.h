@@ -1,0 +1,142 @@
+/*
+ * sess.h - SMTP server session core (pure: no I/O, no threads, no liburing)
+ *
+ * sess_feed() consumes received bytes, drives the scanner, runs commands and
+ * appends replies to the connection's output buffer; it returns actions for
+ * the I/O layer.  The I/O layer calls sess_feed() for every received buffer
+ * and sends the output once input is exhausted (RFC 2920 3.2), so a
+ * pipelined group costs one send, never one send per reply.
+ *
+ * Commands are table driven: each row has a check step (syntax and state,
+ * emits the error reply) and a proceed step (the effect), as OpenSMTPD's
+ * commands[] and Postfix smtp-sink's command_table.  Replies carry RFC 2034
+ * enhanced status codes except the greeting and the HELO/EHLO success replies.
+ *
+ * Implements RFC 5321 (4.1.1 commands, 4.1.4 order, 4.3.2 reply codes,
+ * 4.5.2 transparency, 4.5.3.1 limits), RFC 2920 PIPELINING, RFC 1870 SIZE,
+ * RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3030 CHUNKING, RFC 2034.
+ */
+#ifndef SINK_SESS_H
+#define SINK_SESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sink/obuf.h"
+#include "sink/scan.h"
+
+/* EHLO keywords; each can be hidden (like smtp-sink's -P -E -8 ... switches). */
+enum {
+	SESS_EXT_PIPELINING = 1u << 0,
+	SESS_EXT_SIZE = 1u << 1,
+	SESS_EXT_8BITMIME = 1u << 2,
+	SESS_EXT_ENHANCEDSTATUSCODES = 1u << 3,
+	SESS_EXT_SMTPUTF8 = 1u << 4,
+	SESS_EXT_CHUNKING = 1u << 5,
+	SESS_EXT_ALL = (1u << 6) - 1,
+};
+
+/* Bare LF handling, as Postfix smtpd_forbid_bare_newline. */
+enum sess_bare_lf {
+	SESS_BARE_LF_NORMALIZE = 0, /* accept as line end, count */
+	SESS_BARE_LF_NOTE,          /* accept, count, and tag the reply */
+	SESS_BARE_LF_REJECT,        /* 550 5.5.2 (after the terminator in DATA) */
+};
+
+struct sess_cfg {
+	const char *hostname;   /* for 220/250/421 */
+	uint64_t max_size;      /* SIZE limit in octets; 0 = unlimited */
+	uint32_t max_rcpt;      /* recipients per transaction (RFC 5321 4.5.3.1.8) */
+	uint32_t line_max;      /* command line limit incl. CRLF (default 2048) */
+	uint32_t max_errors;    /* errors before 421 + close (Postfix hard_error_limit) */
+	uint32_t ext;           /* SESS_EXT_* advertised */
+	enum sess_bare_lf bare_lf;
+};
+
+void sess_cfg_defaults(struct sess_cfg *cfg);
+
+/* Counters, added up per worker (no locks: a worker owns its sessions). */
+struct sess_stats {
+	uint64_t sessions;
+	uint64_t msgs;          /* accepted with 250 at end of DATA / BDAT LAST */
+	uint64_t msg_bytes;     /* RFC 1870 size of accepted messages */
+	uint64_t rcpts;         /* accepted RCPTs */
+	uint64_t cmds;          /* command lines processed */
+	uint64_t rejected_msgs; /* ended with 5xx (size, bare LF, BDAT errors) */
+	uint64_t err_unknown;   /* 500 command not recognized / 502 not implemented */
+	uint64_t err_syntax;    /* 501/555 */
+	uint64_t err_sequence;  /* 503 */
+	uint64_t err_size;      /* 552 */
+	uint64_t err_rcpt_limit;/* 452 */
+	uint64_t err_too_long;  /* 500 command too long */
+	uint64_t err_bare_lf;   /* 550 5.5.2 bare LF rejections */
+	uint64_t err_utf8;      /* 553 5.6.7 */
+	uint64_t err_limit_close; /* 421 too many errors */
+	uint64_t bare_lf_lines; /* bare LF line endings seen (commands + data) */
+	uint64_t bare_cr;       /* bare CR octets seen */
+	uint64_t long_body_lines; /* body lines over 1000 octets (counted, kept) */
+	uint64_t pipelining_violations; /* input queued behind a last-in-group cmd */
+	uint64_t timeouts;      /* 421 4.4.2 */
+	uint64_t shutdowns;     /* 421 4.3.2 */
+};
+
+enum sess_state {
+	SESS_ST_INIT = 0,   /* need HELO/EHLO */
+	SESS_ST_READY,      /* no transaction */
+	SESS_ST_MAIL,       /* MAIL accepted, no RCPT yet */
+	SESS_ST_RCPT,       /* at least one RCPT accepted */
+	SESS_ST_DATA,       /* receiving DATA content */
+	SESS_ST_BDAT,       /* receiving a BDAT chunk */
+	SESS_ST_CLOSING,    /* reply queued; close after flush, ignore input */
+};
+
+/* Actions returned by sess_feed() and friends. */
+#define SESS_ACT_CLOSE 0x1u /* flush the output, then close the connection */
+
+struct sess {
+	const struct sess_cfg *cfg;
+	struct sess_stats *stats;  /* shared by the worker's sessions */
+	struct obuf *out;
+	uint64_t *id_seq;          /* worker's queue-id counter */
+	uint32_t id_prefix;        /* worker number, makes ids unique per process */
+	struct scan_state scan;
+	uint8_t state;             /* enum sess_state */
+	uint8_t esmtp;             /* greeted with EHLO */
+	uint8_t tx_smtputf8;       /* MAIL ... SMTPUTF8 */
+	uint8_t tx_failed;         /* DATA/BDAT content to be rejected at its end */
+	uint8_t tx_bdat;           /* a BDAT chunk was received in this transaction */
+	uint8_t bdat_last;         /* current chunk carries LAST */
+	uint16_t tx_fail_reason;   /* which reply to give at end of content */
+	uint32_t nrcpt;
+	uint32_t errors;
+	uint64_t tx_size;          /* octets received in this transaction */
+	uint64_t bdat_len;         /* size of the current chunk */
+};
+
+/* sess_start - set up a session and queue the 220 greeting. carry must hold
+ * cfg->line_max octets (the scanner's straddling-line buffer). */
+void sess_start(struct sess *s, const struct sess_cfg *cfg, struct sess_stats *stats,
+                struct obuf *out, char *carry, uint64_t *id_seq, uint32_t id_prefix);
+
+/* sess_feed - consume all of buf (input after a close action is discarded).
+ * Returns SESS_ACT_* bits. */
+unsigned sess_feed(struct sess *s, const char *buf, size_t len);
+
+/* sess_timeout - idle timeout: 421 4.4.2 and close (RFC 5321 4.5.3.2.7). */
+unsigned sess_timeout(struct sess *s);
+
+/* sess_shutdown - server going down: 421 4.3.2 and close, unless the session
+ * is inside DATA/BDAT (then returns 0 and the caller retries later). */
+unsigned sess_shutdown(struct sess *s, bool force);
+
+/* sess_in_content - true while receiving DATA or BDAT content. */
+static inline bool sess_in_content(const struct sess *s)
+{
+	return s->state == SESS_ST_DATA || s->state == SESS_ST_BDAT;
+}
+
+/* sess_stats_add - dst += src, field by field. */
+void sess_stats_add(struct sess_stats *dst, const struct sess_stats *src);
+
+#endif

@@ -13,6 +13,8 @@ void obuf_init(struct obuf *b)
 
 void obuf_free(struct obuf *b)
 {
+	if (b->inflight && b->inflight != b->p)
+		free(b->inflight);
 	free(b->p);
 	memset(b, 0, sizeof(*b));
 }
@@ -34,7 +36,14 @@ char *obuf_reserve(struct obuf *b, size_t n)
 			b->overflow = 1;
 			return NULL;
 		}
-		p = realloc(b->p, cap);
+		if (b->inflight == b->p && b->p) {
+			/* A send still reads the old memory: copy, keep it. */
+			p = malloc(cap);
+			if (p)
+				memcpy(p, b->p, b->len);
+		} else {
+			p = realloc(b->p, cap);
+		}
 		if (!p) {
 			b->overflow = 1;
 			return NULL;
@@ -58,6 +67,19 @@ void obuf_append(struct obuf *b, const void *data, size_t n)
 void obuf_consume(struct obuf *b, size_t n)
 {
 	b->off += (uint32_t)n;
-	if (b->off >= b->len)
+	if (b->off >= b->len) {
 		b->off = b->len = 0;
+	} else if (b->off) {
+		memmove(b->p, b->p + b->off, b->len - b->off);
+		b->len -= b->off;
+		b->off = 0;
+	}
+}
+
+void obuf_send_done(struct obuf *b, size_t n)
+{
+	if (b->inflight && b->inflight != b->p)
+		free(b->inflight);
+	b->inflight = NULL;
+	obuf_consume(b, n);
 }

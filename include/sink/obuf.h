@@ -21,6 +21,7 @@
 
 struct obuf {
 	char *p;
+	char *inflight;    /* buffer an asynchronous send still reads, or NULL */
 	uint32_t len;      /* bytes appended */
 	uint32_t off;      /* bytes already sent (p[off..len) pending) */
 	uint32_t cap;
@@ -37,7 +38,21 @@ static inline size_t obuf_pending(const struct obuf *b)
 {
 	return b->len - b->off;
 }
-/* obuf_consume - n bytes were sent; resets to empty once all are sent. */
+/* obuf_consume - n bytes were sent (synchronously); the pending tail is moved
+ * to the front so a connection that never fully drains cannot creep up to
+ * the hard cap. */
 void obuf_consume(struct obuf *b, size_t n);
+
+/* Asynchronous sends (io_uring): the kernel reads p[off..len) until the
+ * completion arrives, so growth must not free that memory.  send_begin pins
+ * the current buffer; a realloc meanwhile leaves the pinned one alive and
+ * send_done frees it, then consumes n bytes. */
+static inline const char *obuf_send_begin(struct obuf *b, size_t *n)
+{
+	b->inflight = b->p;
+	*n = b->len - b->off;
+	return b->p + b->off;
+}
+void obuf_send_done(struct obuf *b, size_t n);
 
 #endif

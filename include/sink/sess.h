@@ -94,8 +94,20 @@ enum sess_state {
 /* Actions returned by sess_feed() and friends. */
 #define SESS_ACT_CLOSE 0x1u /* flush the output, then close the connection */
 
+/* Optional content observer (integrity verification, later capture).  The
+ * session calls begin when content starts (354 sent / first BDAT chunk),
+ * content with every unstuffed segment, and end with the verdict given to
+ * the client (true = accepted with 250).  NULL ops cost nothing. */
+struct sess_content_ops {
+	void (*begin)(void *ctx);
+	void (*content)(void *ctx, const char *p, size_t n);
+	void (*end)(void *ctx, bool accepted);
+};
+
 struct sess {
 	const struct sess_cfg *cfg;
+	const struct sess_content_ops *content_ops;
+	void *content_ctx;
 	struct sess_stats *stats;  /* shared by the worker's sessions */
 	struct obuf *out;
 	uint64_t *id_seq;          /* worker's queue-id counter */
@@ -107,6 +119,7 @@ struct sess {
 	uint8_t tx_failed;         /* DATA/BDAT content to be rejected at its end */
 	uint8_t tx_bdat;           /* a BDAT chunk was received in this transaction */
 	uint8_t bdat_last;         /* current chunk carries LAST */
+	uint8_t bdat_prev_state;   /* state to return to after the chunk */
 	uint16_t tx_fail_reason;   /* which reply to give at end of content */
 	uint32_t nrcpt;
 	uint32_t errors;
@@ -119,9 +132,14 @@ struct sess {
 void sess_start(struct sess *s, const struct sess_cfg *cfg, struct sess_stats *stats,
                 struct obuf *out, char *carry, uint64_t *id_seq, uint32_t id_prefix);
 
-/* sess_feed - consume all of buf (input after a close action is discarded).
- * Returns SESS_ACT_* bits. */
-unsigned sess_feed(struct sess *s, const char *buf, size_t len);
+/* sess_feed - consume input until it is exhausted, the session closes, or
+ * more than OBUF_SOFT_MAX octets of replies wait to be sent.  The last case
+ * is backpressure for clients that pipeline without reading: the caller
+ * keeps the unconsumed rest and feeds it again once replies have drained
+ * (RFC 2920 3.2: the server must never lose buffered input).  Input after a
+ * close action is consumed and discarded.  Returns octets consumed; *act
+ * receives SESS_ACT_* bits. */
+size_t sess_feed(struct sess *s, const char *buf, size_t len, unsigned *act);
 
 /* sess_timeout - idle timeout: 421 4.4.2 and close (RFC 5321 4.5.3.2.7). */
 unsigned sess_timeout(struct sess *s);

@@ -1,0 +1,1046 @@
+/*
+ * sess.c - SMTP server session core: command table, replies, transactions
+ *
+ * Input arrives through sess_feed() in buffers of any size; the scanner
+ * (scan.c) splits it into command lines, DATA content or BDAT chunks, and
+ * this file turns those into replies appended to the connection's obuf.
+ * Nothing here performs I/O, allocates per message or keeps global state,
+ * so the same code runs under io_uring, epoll and the transcript tests.
+ *
+ * Reply texts follow Postfix smtpd/smtp-sink where a choice exists, so
+ * clients that already cope with Postfix see nothing new.  RFC 2034
+ * enhanced codes go on every reply except the greeting and HELO/EHLO
+ * success replies, and disappear with the ENHANCEDSTATUSCODES keyword when
+ * that is hidden (as Postfix smtpd_discard_ehlo_keywords does).
+ */
+#include "sink/sess.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Replies: code, enhanced code (RFC 2034, NULL = none), text. */
+enum reply_id {
+	R_OK = 0,
+	R_MAIL_OK,
+	R_RCPT_OK,
+	R_DATA_GO,
+	R_BYE,
+	R_HELP,
+	R_NEED_HELO,
+	R_NESTED_MAIL,
+	R_NEED_MAIL,
+	R_NEED_RCPT,
+	R_DATA_AFTER_BDAT,
+	R_BAD_SYNTAX,
+	R_BAD_SIZE,
+	R_BAD_BODY,
+	R_BAD_SENDER,
+	R_BAD_RCPT,
+	R_SIZE_LIMIT,
+	R_TOO_MANY_RCPT,
+	R_UTF8,
+	R_TOO_BIG,
+	R_BARE_LF,
+	R_BARE_CR,
+	R_UNKNOWN,
+	R_NOT_IMPL,
+	R_TOO_LONG,
+	R_BDAT_SYNTAX,
+	R_BDAT_OFF,
+	R_BDAT_DISCARD,
+	R_BDAT_TOO_BIG,
+	R_COUNT,
+};
+
+struct reply_def {
+	const char *code; /* "250" */
+	const char *esc;  /* "2.0.0" or NULL */
+	const char *text;
+};
+
+static const struct reply_def reply_table[R_COUNT] = {
+	[R_OK] = {"250", "2.0.0", "Ok"},
+	[R_MAIL_OK] = {"250", "2.1.0", "Ok"},
+	[R_RCPT_OK] = {"250", "2.1.5", "Ok"},
+	/* 354 is an intermediate reply; Postfix sends it without a code. */
+	[R_DATA_GO] = {"354", NULL, "End data with <CR><LF>.<CR><LF>"},
+	[R_BYE] = {"221", "2.0.0", "Bye"},
+	/* RFC 5321 4.1.1.8: HELP answers 211/214. */
+	[R_HELP] = {"214", "2.0.0",
+		    "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"},
+	[R_NEED_HELO] = {"503", "5.5.1", "Error: send HELO/EHLO first"},
+	[R_NESTED_MAIL] = {"503", "5.5.1", "Error: nested MAIL command"},
+	[R_NEED_MAIL] = {"503", "5.5.1", "Error: need MAIL command"},
+	/* RFC 5321 3.3 allows 503 or 554 for DATA without a valid RCPT. */
+	[R_NEED_RCPT] = {"503", "5.5.1", "Error: need RCPT command"},
+	/* RFC 3030 2: DATA and BDAT must not be mixed in one transaction. */
+	[R_DATA_AFTER_BDAT] = {"503", "5.5.1", "Error: DATA after BDAT"},
+	[R_BAD_SYNTAX] = {"500", "5.5.2", "Error: bad syntax"},
+	[R_BAD_SIZE] = {"501", "5.5.4", "Bad message size syntax"},
+	[R_BAD_BODY] = {"501", "5.5.4", "Bad BODY keyword syntax"},
+	[R_BAD_SENDER] = {"501", "5.1.7", "Bad sender address syntax"},
+	[R_BAD_RCPT] = {"501", "5.1.3", "Bad recipient address syntax"},
+	/* RFC 1870 6.1: declared size over the fixed limit. */
+	[R_SIZE_LIMIT] = {"552", "5.3.4", "Message size exceeds fixed limit"},
+	/* RFC 5321 4.5.3.1.10: 452 keeps the transaction for the others. */
+	[R_TOO_MANY_RCPT] = {"452", "4.5.3", "Error: too many recipients"},
+	/* RFC 6531 3.5 */
+	[R_UTF8] = {"553", "5.6.7", "Must declare SMTPUTF8 to send unicode address"},
+	[R_TOO_BIG] = {"552", "5.3.4", "Error: message file too big"},
+	/* As Postfix smtpd_forbid_bare_newline = reject (RFC 5321 2.3.8). */
+	[R_BARE_LF] = {"550", "5.5.2", "Error: bare <LF> received"},
+	[R_BARE_CR] = {"500", "5.5.2", "Error: bare <CR> or NUL in command"},
+	[R_UNKNOWN] = {"500", "5.5.2", "Error: command not recognized"},
+	[R_NOT_IMPL] = {"502", "5.5.1", "Error: command not implemented"},
+	/* RFC 5321 4.5.3.1.4 / 4.5.3.1.9 */
+	[R_TOO_LONG] = {"500", "5.5.2", "Error: command too long"},
+	[R_BDAT_SYNTAX] = {"501", "5.5.4", "Syntax: BDAT count [LAST]"},
+	[R_BDAT_OFF] = {"521", "5.5.1", "Error: CHUNKING not enabled"},
+	[R_BDAT_TOO_BIG] = {"552", "5.3.4", "Chunk exceeds message size limit"},
+	/* RFC 3030 2: chunks after a failed one are read and discarded. */
+	[R_BDAT_DISCARD] = {"551", "5.0.0", "Error: chunk discarded after earlier error"},
+};
+
+/* Command flags. */
+#define CMD_LAST 0x1u   /* RFC 2920 3.1: may only end a pipelined group */
+#define CMD_NOARGS 0x2u /* any argument is a 501 syntax error */
+
+struct cmd_ctx {
+	const char *arg; /* after the verb and one space; not NUL-terminated */
+	size_t arglen;
+	/* filled by check, used by proceed */
+	uint64_t n;
+	uint8_t flag;
+};
+
+struct cmd_def {
+	char verb[5];
+	uint8_t flags;
+	const char *syntax; /* text after "Syntax: " for CMD_NOARGS / missing args */
+	/* check - validate syntax and state; returns a reply id, or -1 when the
+	 * command may proceed.  Never changes the session. */
+	int (*check)(struct sess *s, struct cmd_ctx *c);
+	/* proceed - perform the command and queue its reply. */
+	void (*proceed)(struct sess *s, struct cmd_ctx *c);
+};
+
+static const char crlf[2] = {'\r', '\n'};
+
+static inline int esc_on(const struct sess *s)
+{
+	return (s->cfg->ext & SESS_EXT_ENHANCEDSTATUSCODES) != 0;
+}
+
+/* put - append n raw bytes (obuf records overflow; sess_feed closes then). */
+static inline void put(struct sess *s, const char *p, size_t n)
+{
+	obuf_append(s->out, p, n);
+}
+
+static inline void puts_(struct sess *s, const char *str)
+{
+	put(s, str, strlen(str));
+}
+
+/* reply_head - "CODE[ ESC] " or "CODE-[ESC ]" for multi-line replies. */
+static void reply_head(struct sess *s, const struct reply_def *r, char sep)
+{
+	char h[16];
+	size_t n = 0;
+
+	memcpy(h, r->code, 3);
+	h[3] = sep;
+	n = 4;
+	if (r->esc && esc_on(s)) {
+		size_t el = strlen(r->esc);
+		memcpy(h + n, r->esc, el);
+		n += el;
+		h[n++] = ' ';
+	}
+	put(s, h, n);
+}
+
+/* reply_count - count a 4xx/5xx reply towards the error limit. */
+static void reply_count(struct sess *s, const struct reply_def *r)
+{
+	if (r->code[0] == '4' || r->code[0] == '5')
+		s->errors++;
+}
+
+static void reply(struct sess *s, enum reply_id id)
+{
+	const struct reply_def *r = &reply_table[id];
+
+	reply_head(s, r, ' ');
+	puts_(s, r->text);
+	put(s, crlf, 2);
+	reply_count(s, r);
+}
+
+/* reply_syntax - "501 5.5.4 Syntax: <usage>" */
+static void reply_syntax(struct sess *s, const char *usage)
+{
+	static const struct reply_def r = {"501", "5.5.4", "Syntax: "};
+
+	reply_head(s, &r, ' ');
+	puts_(s, r.text);
+	puts_(s, usage);
+	put(s, crlf, 2);
+	reply_count(s, &r);
+}
+
+/* reply_host - "CODE ESC <host> text" for the 421 family (Postfix wording). */
+static void reply_host(struct sess *s, const char *code, const char *esc, const char *text)
+{
+	const struct reply_def r = {code, esc, ""};
+
+	reply_head(s, &r, ' ');
+	puts_(s, s->cfg->hostname);
+	put(s, " ", 1);
+	puts_(s, text);
+	put(s, crlf, 2);
+}
+
+/* put_hex - fixed-width upper-case hex, for queue ids. */
+static void put_hex(struct sess *s, uint64_t v, int digits)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char b[16];
+
+	for (int i = digits - 1; i >= 0; i--) {
+		b[i] = hex[v & 15];
+		v >>= 4;
+	}
+	put(s, b, (size_t)digits);
+}
+
+static void put_u64(struct sess *s, uint64_t v)
+{
+	char b[24];
+	int i = 24;
+
+	do {
+		b[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	put(s, b + i, (size_t)(24 - i));
+}
+
+/* reply_queued - "250 2.0.0 Ok: queued as <id>"; ids are unique per process
+ * (worker number in the top 16 bits, the worker's counter below). */
+static void reply_queued(struct sess *s, bool noted)
+{
+	static const struct reply_def r = {"250", "2.0.0", "Ok: queued as "};
+	uint64_t id = ((uint64_t)s->id_prefix << 48) | (++*s->id_seq & 0xffffffffffffULL);
+
+	reply_head(s, &r, ' ');
+	puts_(s, r.text);
+	put_hex(s, id, 16);
+	if (noted)
+		puts_(s, " (bare <LF> received)");
+	put(s, crlf, 2);
+}
+
+/* --- small parsing helpers ------------------------------------------- */
+
+static inline char lower(char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+}
+
+/* ieq_prefix - case-insensitive: does p[0..n) start with the lower-case lit? */
+static bool ieq_prefix(const char *p, size_t n, const char *lit)
+{
+	size_t l = strlen(lit);
+
+	if (n < l)
+		return false;
+	for (size_t i = 0; i < l; i++)
+		if (lower(p[i]) != lit[i])
+			return false;
+	return true;
+}
+
+static bool ieq(const char *p, size_t n, const char *lit)
+{
+	return n == strlen(lit) && ieq_prefix(p, n, lit);
+}
+
+/* parse_u64 - all-digit decimal, 1..20 digits, no overflow. */
+static bool parse_u64(const char *p, size_t n, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (n == 0 || n > 20)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned d = (unsigned char)p[i] - '0';
+		if (d > 9)
+			return false;
+		if (v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return true;
+}
+
+enum path_res { PATH_OK, PATH_SYNTAX, PATH_UTF8 };
+
+/* parse_path - RFC 5321 4.1.2 Reverse-path / Forward-path, leniently: "<...>"
+ * (source routes and quoted local parts allowed) or, like Postfix with
+ * strict_rfc821_envelopes=no, a bare address up to the first space.  No
+ * controls, no unquoted spaces.  Sets *end past the path, *empty for "<>",
+ * *utf8 when octets >= 0x80 appear (RFC 6531 needs SMTPUTF8 for those). */
+static enum path_res parse_path(const char *p, size_t n, size_t *end, bool *empty, bool *utf8)
+{
+	size_t i = 0;
+	bool quoted = false, bracket;
+
+	*utf8 = false;
+	while (i < n && p[i] == ' ') /* "FROM: <a>" is common; Postfix allows it */
+		i++;
+	if (i == n)
+		return PATH_SYNTAX;
+	bracket = p[i] == '<';
+	if (bracket)
+		i++;
+	size_t start = i;
+	for (; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if (c < 0x20 || c == 0x7f)
+			return PATH_SYNTAX;
+		if (c >= 0x80)
+			*utf8 = true;
+		if (quoted) {
+			if (c == '\\' && i + 1 < n)
+				i++;
+			else if (c == '"')
+				quoted = false;
+			continue;
+		}
+		if (c == '"') {
+			quoted = true;
+			continue;
+		}
+		if (bracket && c == '>')
+			break;
+		if (c == ' ' || (c == '<'))
+			break;
+		if (!bracket && c == '>')
+			return PATH_SYNTAX;
+	}
+	if (quoted)
+		return PATH_SYNTAX;
+	if (bracket) {
+		if (i == n || p[i] != '>')
+			return PATH_SYNTAX;
+		*empty = (i == start);
+		i++;
+	} else {
+		if (i == start)
+			return PATH_SYNTAX;
+		*empty = false;
+	}
+	if (i < n && p[i] != ' ')
+		return PATH_SYNTAX;
+	*end = i;
+	return *utf8 ? PATH_UTF8 : PATH_OK;
+}
+
+/* next_param - split the next space-separated "KEY[=VALUE]" token. */
+static bool next_param(const char **p, const char *e, const char **k, size_t *kl, const char **v,
+                       size_t *vl)
+{
+	const char *q = *p;
+
+	while (q < e && *q == ' ')
+		q++;
+	if (q == e)
+		return false;
+	*k = q;
+	while (q < e && *q != ' ' && *q != '=')
+		q++;
+	*kl = (size_t)(q - *k);
+	*v = NULL;
+	*vl = 0;
+	if (q < e && *q == '=') {
+		*v = ++q;
+		while (q < e && *q != ' ')
+			q++;
+		*vl = (size_t)(q - *v);
+	}
+	*p = q;
+	return true;
+}
+
+/* --- transactions ---------------------------------------------------- */
+
+static void tx_reset(struct sess *s)
+{
+	if (s->state != SESS_ST_INIT && s->state != SESS_ST_CLOSING)
+		s->state = SESS_ST_READY;
+	s->nrcpt = 0;
+	s->tx_smtputf8 = 0;
+	s->tx_failed = 0;
+	s->tx_bdat = 0;
+	s->bdat_last = 0;
+	s->tx_fail_reason = 0;
+	s->tx_size = 0;
+}
+
+static void content_begin(struct sess *s)
+{
+	if (s->content_ops && s->content_ops->begin)
+		s->content_ops->begin(s->content_ctx);
+}
+
+static void content_end(struct sess *s, bool accepted)
+{
+	if (s->content_ops && s->content_ops->end)
+		s->content_ops->end(s->content_ctx, accepted);
+}
+
+static void accept_message(struct sess *s, uint64_t size, bool noted)
+{
+	s->stats->msgs++;
+	s->stats->msg_bytes += size;
+	content_end(s, true);
+	reply_queued(s, noted);
+}
+
+static void reject_message(struct sess *s, enum reply_id why)
+{
+	s->stats->rejected_msgs++;
+	content_end(s, false);
+	reply(s, why);
+}
+
+/* --- commands ---------------------------------------------------------- */
+
+static int check_helo(struct sess *s, struct cmd_ctx *c)
+{
+	(void)s;
+	return c->arglen ? -1 : R_BAD_SYNTAX; /* reply replaced by usage below */
+}
+
+/* HELO/EHLO abort a transaction in progress (RFC 5321 4.1.4). */
+static void proceed_helo(struct sess *s, struct cmd_ctx *c)
+{
+	(void)c;
+	s->state = SESS_ST_READY;
+	tx_reset(s);
+	s->esmtp = 0;
+	put(s, "250 ", 4);
+	puts_(s, s->cfg->hostname);
+	put(s, crlf, 2);
+}
+
+static void proceed_ehlo(struct sess *s, struct cmd_ctx *c)
+{
+	uint32_t ext = s->cfg->ext;
+	const char *kw[8];
+	char size[32];
+	int n = 0;
+
+	(void)c;
+	s->state = SESS_ST_READY;
+	tx_reset(s);
+	s->esmtp = 1;
+	if (ext & SESS_EXT_PIPELINING)
+		kw[n++] = "PIPELINING";
+	if (ext & SESS_EXT_SIZE) {
+		/* RFC 1870 4: "SIZE" alone means no fixed limit. */
+		if (s->cfg->max_size)
+			snprintf(size, sizeof(size), "SIZE %llu",
+			         (unsigned long long)s->cfg->max_size);
+		else
+			snprintf(size, sizeof(size), "SIZE");
+		kw[n++] = size;
+	}
+	if (ext & SESS_EXT_8BITMIME)
+		kw[n++] = "8BITMIME";
+	if (ext & SESS_EXT_ENHANCEDSTATUSCODES)
+		kw[n++] = "ENHANCEDSTATUSCODES";
+	if (ext & SESS_EXT_SMTPUTF8)
+		kw[n++] = "SMTPUTF8";
+	if (ext & SESS_EXT_CHUNKING)
+		kw[n++] = "CHUNKING";
+	/* RFC 5321 4.2.1: "250-" on every line but the last, which is "250 ". */
+	put(s, n ? "250-" : "250 ", 4);
+	puts_(s, s->cfg->hostname);
+	put(s, crlf, 2);
+	for (int i = 0; i < n; i++) {
+		put(s, i == n - 1 ? "250 " : "250-", 4);
+		puts_(s, kw[i]);
+		put(s, crlf, 2);
+	}
+}
+
+static int check_mail(struct sess *s, struct cmd_ctx *c)
+{
+	const char *p = c->arg, *e = c->arg + c->arglen, *k, *v;
+	size_t end, kl, vl;
+	bool empty, utf8, want_utf8 = false;
+	enum path_res pr;
+
+	if (s->state == SESS_ST_INIT)
+		return R_NEED_HELO;
+	if (s->state != SESS_ST_READY)
+		return R_NESTED_MAIL;
+	if (!ieq_prefix(p, c->arglen, "from:"))
+		return 1000; /* usage */
+	p += 5;
+	pr = parse_path(p, (size_t)(e - p), &end, &empty, &utf8);
+	if (pr == PATH_SYNTAX)
+		return R_BAD_SENDER;
+	p += end;
+	c->n = 0;
+	while (next_param(&p, e, &k, &kl, &v, &vl)) {
+		uint32_t ext = s->cfg->ext;
+		if ((ext & SESS_EXT_SIZE) && ieq(k, kl, "size")) {
+			uint64_t n;
+			if (!v || !parse_u64(v, vl, &n))
+				return R_BAD_SIZE;
+			if (s->cfg->max_size && n > s->cfg->max_size)
+				return R_SIZE_LIMIT;
+		} else if ((ext & SESS_EXT_8BITMIME) && ieq(k, kl, "body")) {
+			/* RFC 6152 2; BINARYMIME (RFC 3030) is not offered. */
+			if (!v || !(ieq(v, vl, "7bit") || ieq(v, vl, "8bitmime")))
+				return R_BAD_BODY;
+		} else if ((ext & SESS_EXT_SMTPUTF8) && ieq(k, kl, "smtputf8") && !v) {
+			want_utf8 = true;
+		} else {
+			c->arg = k; /* name the offending option in the reply */
+			c->arglen = kl;
+			return 1001;
+		}
+	}
+	if (utf8 && !want_utf8)
+		return R_UTF8;
+	c->flag = want_utf8;
+	return -1;
+}
+
+static void proceed_mail(struct sess *s, struct cmd_ctx *c)
+{
+	s->state = SESS_ST_MAIL;
+	s->tx_smtputf8 = c->flag;
+	s->nrcpt = 0;
+	s->tx_size = 0;
+	reply(s, R_MAIL_OK);
+}
+
+static int check_rcpt(struct sess *s, struct cmd_ctx *c)
+{
+	const char *p = c->arg, *e = c->arg + c->arglen, *k, *v;
+	size_t end, kl, vl;
+	bool empty, utf8;
+
+	if (s->state != SESS_ST_MAIL && s->state != SESS_ST_RCPT)
+		return R_NEED_MAIL;
+	if (!ieq_prefix(p, c->arglen, "to:"))
+		return 1000;
+	p += 3;
+	if (parse_path(p, (size_t)(e - p), &end, &empty, &utf8) == PATH_SYNTAX || empty)
+		return R_BAD_RCPT;
+	p += end;
+	if (next_param(&p, e, &k, &kl, &v, &vl)) {
+		c->arg = k; /* no DSN (RFC 3461) parameters are offered */
+		c->arglen = kl;
+		return 1001;
+	}
+	if (utf8 && !s->tx_smtputf8)
+		return R_UTF8;
+	if (s->nrcpt >= s->cfg->max_rcpt)
+		return R_TOO_MANY_RCPT;
+	return -1;
+}
+
+static void proceed_rcpt(struct sess *s, struct cmd_ctx *c)
+{
+	(void)c;
+	s->state = SESS_ST_RCPT;
+	s->nrcpt++;
+	s->stats->rcpts++;
+	reply(s, R_RCPT_OK);
+}
+
+static int check_data(struct sess *s, struct cmd_ctx *c)
+{
+	(void)c;
+	if (s->tx_bdat)
+		return R_DATA_AFTER_BDAT;
+	if (s->state != SESS_ST_RCPT)
+		return R_NEED_RCPT;
+	return -1;
+}
+
+static void proceed_data(struct sess *s, struct cmd_ctx *c)
+{
+	(void)c;
+	s->state = SESS_ST_DATA;
+	reply(s, R_DATA_GO);
+	/* The DATA line's own CRLF counts: content starts at line start, so a
+	 * client may end an empty message with ".\r\n" at once. */
+	scan_begin_data(&s->scan);
+	content_begin(s);
+}
+
+/* BDAT n [LAST] (RFC 3030 2).  The count is parsed here because without it
+ * the framing is unknowable: a bad count costs the connection. */
+static int check_bdat(struct sess *s, struct cmd_ctx *c)
+{
+	const char *p = c->arg, *e = c->arg + c->arglen;
+	const char *q = p;
+
+	if (!(s->cfg->ext & SESS_EXT_CHUNKING))
+		return R_BDAT_OFF;
+	while (q < e && *q != ' ')
+		q++;
+	if (!parse_u64(p, (size_t)(q - p), &c->n))
+		return R_BDAT_SYNTAX;
+	while (q < e && *q == ' ')
+		q++;
+	c->flag = 0;
+	if (q < e) {
+		const char *w = q;
+		while (q < e && *q != ' ')
+			q++;
+		if (!ieq(w, (size_t)(q - w), "last"))
+			return R_BDAT_SYNTAX;
+		while (q < e && *q == ' ')
+			q++;
+		if (q != e)
+			return R_BDAT_SYNTAX;
+		c->flag = 1;
+	}
+	return -1;
+}
+
+/* bdat_verdict - which reply the chunk gets once its octets are in. */
+static enum reply_id bdat_verdict(struct sess *s, uint64_t n)
+{
+	if (s->state != SESS_ST_RCPT)
+		return R_NEED_RCPT;
+	if (s->tx_failed)
+		return R_BDAT_DISCARD;
+	if (s->cfg->max_size && (s->tx_size + n > s->cfg->max_size || s->tx_size + n < n))
+		return R_BDAT_TOO_BIG;
+	return R_OK;
+}
+
+static void bdat_finish(struct sess *s);
+
+static void proceed_bdat(struct sess *s, struct cmd_ctx *c)
+{
+	enum reply_id v = bdat_verdict(s, c->n);
+
+	if (s->state == SESS_ST_RCPT && !s->tx_bdat) {
+		s->tx_bdat = 1; /* from here on DATA is refused (RFC 3030 2) */
+		content_begin(s);
+	}
+	if (v == R_BDAT_TOO_BIG)
+		s->tx_failed = 1;
+	s->tx_fail_reason = (uint16_t)v;
+	s->bdat_last = c->flag;
+	s->bdat_len = c->n;
+	if (v == R_OK)
+		s->tx_size += c->n;
+	s->bdat_prev_state = s->state;
+	s->state = SESS_ST_BDAT;
+	scan_begin_bdat(&s->scan, c->n);
+	if (c->n == 0)
+		bdat_finish(s);
+}
+
+/* bdat_finish - the chunk's octets are consumed: reply (RFC 3030 2). */
+static void bdat_finish(struct sess *s)
+{
+	enum reply_id v = (enum reply_id)s->tx_fail_reason;
+
+	s->scan.mode = SCAN_MODE_CMD;
+	s->state = s->bdat_prev_state;
+	if (v == R_OK) {
+		if (s->bdat_last) {
+			accept_message(s, s->tx_size, false);
+			tx_reset(s);
+		} else {
+			static const struct reply_def r = {"250", "2.0.0", "Ok: "};
+			reply_head(s, &r, ' ');
+			puts_(s, r.text);
+			put_u64(s, s->bdat_len);
+			puts_(s, " bytes\r\n");
+		}
+		return;
+	}
+	if (v == R_NEED_RCPT) {
+		reply(s, v);
+		return;
+	}
+	s->stats->err_size += (v == R_BDAT_TOO_BIG);
+	if (s->bdat_last) {
+		reject_message(s, v);
+		tx_reset(s);
+	} else {
+		reply(s, v);
+	}
+}
+
+static int check_none(struct sess *s, struct cmd_ctx *c)
+{
+	(void)s;
+	(void)c;
+	return -1;
+}
+
+static void proceed_rset(struct sess *s, struct cmd_ctx *c)
+{
+	(void)c;
+	tx_reset(s);
+	reply(s, R_OK);
+}
+
+static void proceed_noop(struct sess *s, struct cmd_ctx *c)
+{
+	(void)c;
+	reply(s, R_OK);
+}
+
+static void proceed_quit(struct sess *s, struct cmd_ctx *c)
+{
+	(void)c;
+	reply(s, R_BYE);
+	s->state = SESS_ST_CLOSING;
+}
+
+/* VRFY: RFC 5321 3.5.3 - 252 "cannot verify, but will accept". */
+static void proceed_vrfy(struct sess *s, struct cmd_ctx *c)
+{
+	static const struct reply_def r = {"252", "2.0.0", ""};
+	/* Keep the echo well inside the 512-octet reply line (4.5.3.1.5). */
+	size_t n = c->arglen > 256 ? 256 : c->arglen;
+
+	reply_head(s, &r, ' ');
+	put(s, c->arg, n);
+	put(s, crlf, 2);
+}
+
+static void proceed_help(struct sess *s, struct cmd_ctx *c)
+{
+	(void)c;
+	reply(s, R_HELP);
+}
+
+static void proceed_not_impl(struct sess *s, struct cmd_ctx *c)
+{
+	(void)c;
+	reply(s, R_NOT_IMPL);
+}
+
+/* Verbs are 4 letters; the table is searched by a case-folded 32-bit key. */
+static const struct cmd_def cmd_table[] = {
+	{"mail", 0, "MAIL FROM:<address>", check_mail, proceed_mail},
+	{"rcpt", 0, "RCPT TO:<address>", check_rcpt, proceed_rcpt},
+	{"data", CMD_LAST | CMD_NOARGS, "DATA", check_data, proceed_data},
+	{"bdat", 0, "BDAT count [LAST]", check_bdat, proceed_bdat},
+	{"rset", CMD_NOARGS, "RSET", check_none, proceed_rset},
+	{"noop", CMD_LAST, NULL, check_none, proceed_noop}, /* 4.1.1.9: arg allowed */
+	{"ehlo", CMD_LAST, "EHLO hostname", check_helo, proceed_ehlo},
+	{"helo", CMD_LAST, "HELO hostname", check_helo, proceed_helo},
+	{"quit", CMD_LAST | CMD_NOARGS, "QUIT", check_none, proceed_quit},
+	{"vrfy", CMD_LAST, "VRFY address", check_helo, proceed_vrfy},
+	{"expn", CMD_LAST, NULL, check_none, proceed_not_impl},
+	{"help", 0, NULL, check_none, proceed_help},
+	/* Obsolete (RFC 5321 F.1-F.6) or not offered: 502. */
+	{"turn", CMD_LAST, NULL, check_none, proceed_not_impl},
+	{"send", 0, NULL, check_none, proceed_not_impl},
+	{"soml", 0, NULL, check_none, proceed_not_impl},
+	{"saml", 0, NULL, check_none, proceed_not_impl},
+	{"etrn", 0, NULL, check_none, proceed_not_impl},
+	{"auth", 0, NULL, check_none, proceed_not_impl},
+};
+
+static inline uint32_t verb_key(const char *p)
+{
+	return (uint32_t)(unsigned char)lower(p[0]) | (uint32_t)(unsigned char)lower(p[1]) << 8 |
+	       (uint32_t)(unsigned char)lower(p[2]) << 16 | (uint32_t)(unsigned char)lower(p[3]) << 24;
+}
+
+static const struct cmd_def *cmd_lookup(const char *p, size_t n)
+{
+	uint32_t k;
+
+	if (n < 4 || (n > 4 && p[4] != ' '))
+		return NULL;
+	k = verb_key(p);
+	for (size_t i = 0; i < sizeof(cmd_table) / sizeof(cmd_table[0]); i++)
+		if (verb_key(cmd_table[i].verb) == k)
+			return &cmd_table[i];
+	/* STARTTLS is the one common 8-letter verb; answer it like AUTH. */
+	return NULL;
+}
+
+/* count_error - bump the counter that matches a reply. */
+static void count_error(struct sess *s, int id)
+{
+	struct sess_stats *st = s->stats;
+
+	switch (id) {
+	case R_UNKNOWN:
+	case R_NOT_IMPL:
+		st->err_unknown++;
+		break;
+	case R_NEED_HELO:
+	case R_NESTED_MAIL:
+	case R_NEED_MAIL:
+	case R_NEED_RCPT:
+	case R_DATA_AFTER_BDAT:
+		st->err_sequence++;
+		break;
+	case R_SIZE_LIMIT:
+		st->err_size++;
+		break;
+	case R_TOO_MANY_RCPT:
+		st->err_rcpt_limit++;
+		break;
+	case R_UTF8:
+		st->err_utf8++;
+		break;
+	case R_TOO_LONG:
+		st->err_too_long++;
+		break;
+	case R_BARE_LF:
+		st->err_bare_lf++;
+		break;
+	default:
+		st->err_syntax++;
+		break;
+	}
+}
+
+/* on_line - one complete command line. more = input follows in this read. */
+static void on_line(struct sess *s, const struct scan_line *l, bool more)
+{
+	const struct cmd_def *d;
+	struct cmd_ctx c;
+	int rc;
+
+	s->stats->cmds++;
+	if (l->flags & SCAN_LINE_BARE_LF) {
+		s->stats->bare_lf_lines++;
+		if (s->cfg->bare_lf == SESS_BARE_LF_REJECT) {
+			count_error(s, R_BARE_LF);
+			reply(s, R_BARE_LF);
+			return;
+		}
+	}
+	if (l->flags & (SCAN_LINE_BARE_CR | SCAN_LINE_NUL)) {
+		s->stats->bare_cr += !!(l->flags & SCAN_LINE_BARE_CR);
+		count_error(s, R_BARE_CR);
+		reply(s, R_BARE_CR);
+		return;
+	}
+	if (l->len == 0) {
+		count_error(s, R_BAD_SYNTAX);
+		reply(s, R_BAD_SYNTAX);
+		return;
+	}
+	d = cmd_lookup(l->p, l->len);
+	if (!d) {
+		rc = (l->len == 8 && ieq(l->p, 8, "starttls")) ? R_NOT_IMPL : R_UNKNOWN;
+		count_error(s, rc);
+		reply(s, (enum reply_id)rc);
+		return;
+	}
+	c.arg = l->len > 5 ? l->p + 5 : l->p + l->len;
+	c.arglen = l->len > 5 ? l->len - 5 : 0;
+	c.n = 0;
+	c.flag = 0;
+	if ((d->flags & CMD_LAST) && more)
+		s->stats->pipelining_violations++; /* RFC 2920 3.1; counted, tolerated */
+	if ((d->flags & CMD_NOARGS) && c.arglen) {
+		count_error(s, R_BAD_SYNTAX);
+		reply_syntax(s, d->syntax);
+		return;
+	}
+	rc = d->check(s, &c);
+	if (rc < 0) {
+		d->proceed(s, &c);
+		return;
+	}
+	count_error(s, rc >= 1000 ? R_BAD_SYNTAX : rc);
+	if (rc == 1000 || (rc == R_BAD_SYNTAX && d->syntax)) {
+		reply_syntax(s, d->syntax);
+	} else if (rc == 1001) {
+		/* RFC 1869 6: unknown MAIL/RCPT parameter -> 555 */
+		static const struct reply_def r = {"555", "5.5.4", "Unsupported option: "};
+		size_t n = c.arglen > 64 ? 64 : c.arglen;
+		reply_head(s, &r, ' ');
+		puts_(s, r.text);
+		put(s, c.arg, n);
+		put(s, crlf, 2);
+		reply_count(s, &r);
+	} else {
+		reply(s, (enum reply_id)rc);
+		if (rc == R_BDAT_SYNTAX || rc == R_BDAT_OFF)
+			s->state = SESS_ST_CLOSING; /* framing lost */
+	}
+}
+
+/* end_data - <CRLF>.<CRLF> consumed: account and answer (RFC 5321 4.1.1.4). */
+static void end_data(struct sess *s)
+{
+	const struct scan_data_stats *ds = &s->scan.ds;
+	bool bare = ds->bare_lf != 0;
+
+	s->stats->bare_lf_lines += ds->bare_lf;
+	s->stats->bare_cr += ds->bare_cr;
+	s->stats->long_body_lines += ds->long_lines;
+	s->state = SESS_ST_READY;
+	if (s->cfg->max_size && ds->octets > s->cfg->max_size) {
+		/* RFC 1870 6.2: too much data, session stays in sync. */
+		s->stats->err_size++;
+		reject_message(s, R_TOO_BIG);
+	} else if (bare && s->cfg->bare_lf == SESS_BARE_LF_REJECT) {
+		/* Postfix's delayed reject: read to the real end, then 550. */
+		s->stats->err_bare_lf++;
+		reject_message(s, R_BARE_LF);
+	} else {
+		accept_message(s, ds->octets, bare && s->cfg->bare_lf == SESS_BARE_LF_NOTE);
+	}
+	tx_reset(s);
+}
+
+static void check_error_limit(struct sess *s)
+{
+	if (s->cfg->max_errors && s->errors >= s->cfg->max_errors &&
+	    s->state != SESS_ST_CLOSING) {
+		s->stats->err_limit_close++;
+		reply_host(s, "421", esc_on(s) ? "4.7.0" : NULL, "Error: too many errors");
+		s->state = SESS_ST_CLOSING;
+	}
+}
+
+void sess_cfg_defaults(struct sess_cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->hostname = "smtpsink.localhost";
+	cfg->max_size = 10u * 1024 * 1024; /* like Postfix message_size_limit (~10 MB) */
+	cfg->max_rcpt = 1000;
+	cfg->line_max = 2048;
+	cfg->max_errors = 20;
+	cfg->ext = SESS_EXT_ALL;
+	cfg->bare_lf = SESS_BARE_LF_NORMALIZE;
+}
+
+void sess_start(struct sess *s, const struct sess_cfg *cfg, struct sess_stats *stats,
+                struct obuf *out, char *carry, uint64_t *id_seq, uint32_t id_prefix)
+{
+	memset(s, 0, sizeof(*s));
+	s->cfg = cfg;
+	s->stats = stats;
+	s->out = out;
+	s->id_seq = id_seq;
+	s->id_prefix = id_prefix;
+	s->state = SESS_ST_INIT;
+	scan_init(&s->scan, carry, cfg->line_max);
+	stats->sessions++;
+	/* RFC 5321 4.2: the greeting carries no enhanced code (RFC 2034 3). */
+	put(s, "220 ", 4);
+	puts_(s, cfg->hostname);
+	puts_(s, " ESMTP smtpsink\r\n");
+}
+
+size_t sess_feed(struct sess *s, const char *buf, size_t len, unsigned *act)
+{
+	size_t off = 0;
+
+	while (off < len && s->state != SESS_ST_CLOSING) {
+		if (obuf_pending(s->out) > OBUF_SOFT_MAX) {
+			*act = 0;
+			return off; /* backpressure: the caller keeps the rest */
+		}
+		enum scan_ev ev = SCAN_EV_NONE;
+		size_t n;
+
+		switch (s->scan.mode) {
+		case SCAN_MODE_CMD: {
+			struct scan_line l;
+			n = scan_line(&s->scan, buf + off, len - off, &l, &ev);
+			off += n;
+			if (ev == SCAN_EV_LINE) {
+				on_line(s, &l, off < len);
+				check_error_limit(s);
+			} else if (ev == SCAN_EV_TOO_LONG) {
+				s->stats->cmds++;
+				count_error(s, R_TOO_LONG);
+				reply(s, R_TOO_LONG);
+				check_error_limit(s);
+			}
+			break;
+		}
+		case SCAN_MODE_DATA: {
+			struct scan_seg seg;
+			n = scan_data(&s->scan, buf + off, len - off, &seg, &ev);
+			off += n;
+			if (seg.len && s->content_ops && s->content_ops->content)
+				s->content_ops->content(s->content_ctx, seg.p, seg.len);
+			if (ev == SCAN_EV_EOD)
+				end_data(s);
+			break;
+		}
+		default: {
+			struct scan_seg seg;
+			n = scan_bdat(&s->scan, buf + off, len - off, &seg, &ev);
+			off += n;
+			if (seg.len && s->content_ops && s->content_ops->content &&
+			    s->tx_fail_reason == R_OK)
+				s->content_ops->content(s->content_ctx, seg.p, seg.len);
+			if (ev == SCAN_EV_BDAT_DONE)
+				bdat_finish(s);
+			break;
+		}
+		}
+		if (s->out->overflow)
+			s->state = SESS_ST_CLOSING;
+	}
+	if (s->state == SESS_ST_CLOSING) {
+		*act = SESS_ACT_CLOSE;
+		return len; /* nothing after QUIT/421 is read */
+	}
+	*act = 0;
+	return off;
+}
+
+unsigned sess_timeout(struct sess *s)
+{
+	if (s->state == SESS_ST_CLOSING)
+		return SESS_ACT_CLOSE;
+	s->stats->timeouts++;
+	/* RFC 5321 4.5.3.2.7; wording as Postfix smtpd. */
+	reply_host(s, "421", esc_on(s) ? "4.4.2" : NULL, "Error: timeout exceeded");
+	s->state = SESS_ST_CLOSING;
+	return SESS_ACT_CLOSE;
+}
+
+unsigned sess_shutdown(struct sess *s, bool force)
+{
+	if (s->state == SESS_ST_CLOSING)
+		return SESS_ACT_CLOSE;
+	if (sess_in_content(s) && !force)
+		return 0;
+	s->stats->shutdowns++;
+	reply_host(s, "421", esc_on(s) ? "4.3.2" : NULL, "Service shutting down");
+	s->state = SESS_ST_CLOSING;
+	return SESS_ACT_CLOSE;
+}
+
+void sess_stats_add(struct sess_stats *dst, const struct sess_stats *src)
+{
+	uint64_t *d = (uint64_t *)dst;
+	const uint64_t *p = (const uint64_t *)src;
+
+	for (size_t i = 0; i < sizeof(*dst) / sizeof(uint64_t); i++)
+		d[i] += p[i];
+}

@@ -59,50 +59,49 @@ struct reply_def {
 };
 
 static const struct reply_def reply_table[R_COUNT] = {
-	[R_OK] = {"250", "2.0.0", "Ok"},
-	[R_MAIL_OK] = {"250", "2.1.0", "Ok"},
-	[R_RCPT_OK] = {"250", "2.1.5", "Ok"},
-	/* 354 is an intermediate reply; Postfix sends it without a code. */
-	[R_DATA_GO] = {"354", NULL, "End data with <CR><LF>.<CR><LF>"},
-	[R_BYE] = {"221", "2.0.0", "Bye"},
-	/* RFC 5321 4.1.1.8: HELP answers 211/214. */
-	[R_HELP] = {"214", "2.0.0",
-		    "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"},
-	[R_NEED_HELO] = {"503", "5.5.1", "Error: send HELO/EHLO first"},
-	[R_NESTED_MAIL] = {"503", "5.5.1", "Error: nested MAIL command"},
-	[R_NEED_MAIL] = {"503", "5.5.1", "Error: need MAIL command"},
-	/* RFC 5321 3.3 allows 503 or 554 for DATA without a valid RCPT. */
-	[R_NEED_RCPT] = {"503", "5.5.1", "Error: need RCPT command"},
-	/* RFC 3030 2: DATA and BDAT must not be mixed in one transaction. */
-	[R_DATA_AFTER_BDAT] = {"503", "5.5.1", "Error: DATA after BDAT"},
-	[R_BAD_SYNTAX] = {"500", "5.5.2", "Error: bad syntax"},
-	[R_BAD_SIZE] = {"501", "5.5.4", "Bad message size syntax"},
-	[R_BAD_BODY] = {"501", "5.5.4", "Bad BODY keyword syntax"},
-	[R_BAD_SENDER] = {"501", "5.1.7", "Bad sender address syntax"},
-	[R_BAD_RCPT] = {"501", "5.1.3", "Bad recipient address syntax"},
-	/* RFC 1870 6.1: declared size over the fixed limit. */
-	[R_SIZE_LIMIT] = {"552", "5.3.4", "Message size exceeds fixed limit"},
-	/* RFC 5321 4.5.3.1.10: 452 keeps the transaction for the others. */
-	[R_TOO_MANY_RCPT] = {"452", "4.5.3", "Error: too many recipients"},
-	/* RFC 6531 3.5 */
-	[R_UTF8] = {"553", "5.6.7", "Must declare SMTPUTF8 to send unicode address"},
-	[R_TOO_BIG] = {"552", "5.3.4", "Error: message file too big"},
-	/* As Postfix smtpd_forbid_bare_newline = reject (RFC 5321 2.3.8). */
-	[R_BARE_LF] = {"550", "5.5.2", "Error: bare <LF> received"},
-	[R_BARE_CR] = {"500", "5.5.2", "Error: bare <CR> or NUL in command"},
-	[R_UNKNOWN] = {"500", "5.5.2", "Error: command not recognized"},
-	[R_NOT_IMPL] = {"502", "5.5.1", "Error: command not implemented"},
-	/* RFC 5321 4.5.3.1.4 / 4.5.3.1.9 */
-	[R_TOO_LONG] = {"500", "5.5.2", "Error: command too long"},
-	[R_BDAT_SYNTAX] = {"501", "5.5.4", "Syntax: BDAT count [LAST]"},
-	[R_BDAT_OFF] = {"521", "5.5.1", "Error: CHUNKING not enabled"},
-	[R_BDAT_TOO_BIG] = {"552", "5.3.4", "Chunk exceeds message size limit"},
-	/* RFC 3030 2: chunks after a failed one are read and discarded. */
-	[R_BDAT_DISCARD] = {"551", "5.0.0", "Error: chunk discarded after earlier error"},
+    [R_OK] = {"250", "2.0.0", "Ok"},
+    [R_MAIL_OK] = {"250", "2.1.0", "Ok"},
+    [R_RCPT_OK] = {"250", "2.1.5", "Ok"},
+    /* 354 is an intermediate reply; Postfix sends it without a code. */
+    [R_DATA_GO] = {"354", NULL, "End data with <CR><LF>.<CR><LF>"},
+    [R_BYE] = {"221", "2.0.0", "Bye"},
+    /* RFC 5321 4.1.1.8: HELP answers 211/214. */
+    [R_HELP] = {"214", "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"},
+    [R_NEED_HELO] = {"503", "5.5.1", "Error: send HELO/EHLO first"},
+    [R_NESTED_MAIL] = {"503", "5.5.1", "Error: nested MAIL command"},
+    [R_NEED_MAIL] = {"503", "5.5.1", "Error: need MAIL command"},
+    /* RFC 5321 3.3 allows 503 or 554 for DATA without a valid RCPT. */
+    [R_NEED_RCPT] = {"503", "5.5.1", "Error: need RCPT command"},
+    /* RFC 3030 2: DATA and BDAT must not be mixed in one transaction. */
+    [R_DATA_AFTER_BDAT] = {"503", "5.5.1", "Error: DATA after BDAT"},
+    [R_BAD_SYNTAX] = {"500", "5.5.2", "Error: bad syntax"},
+    [R_BAD_SIZE] = {"501", "5.5.4", "Bad message size syntax"},
+    [R_BAD_BODY] = {"501", "5.5.4", "Bad BODY keyword syntax"},
+    [R_BAD_SENDER] = {"501", "5.1.7", "Bad sender address syntax"},
+    [R_BAD_RCPT] = {"501", "5.1.3", "Bad recipient address syntax"},
+    /* RFC 1870 6.1: declared size over the fixed limit. */
+    [R_SIZE_LIMIT] = {"552", "5.3.4", "Message size exceeds fixed limit"},
+    /* RFC 5321 4.5.3.1.10: 452 keeps the transaction for the others. */
+    [R_TOO_MANY_RCPT] = {"452", "4.5.3", "Error: too many recipients"},
+    /* RFC 6531 3.5 */
+    [R_UTF8] = {"553", "5.6.7", "Must declare SMTPUTF8 to send unicode address"},
+    [R_TOO_BIG] = {"552", "5.3.4", "Error: message file too big"},
+    /* As Postfix smtpd_forbid_bare_newline = reject (RFC 5321 2.3.8). */
+    [R_BARE_LF] = {"550", "5.5.2", "Error: bare <LF> received"},
+    [R_BARE_CR] = {"500", "5.5.2", "Error: bare <CR> or NUL in command"},
+    [R_UNKNOWN] = {"500", "5.5.2", "Error: command not recognized"},
+    [R_NOT_IMPL] = {"502", "5.5.1", "Error: command not implemented"},
+    /* RFC 5321 4.5.3.1.4 / 4.5.3.1.9 */
+    [R_TOO_LONG] = {"500", "5.5.2", "Error: command too long"},
+    [R_BDAT_SYNTAX] = {"501", "5.5.4", "Syntax: BDAT count [LAST]"},
+    [R_BDAT_OFF] = {"521", "5.5.1", "Error: CHUNKING not enabled"},
+    [R_BDAT_TOO_BIG] = {"552", "5.3.4", "Chunk exceeds message size limit"},
+    /* RFC 3030 2: chunks after a failed one are read and discarded. */
+    [R_BDAT_DISCARD] = {"551", "5.0.0", "Error: chunk discarded after earlier error"},
 };
 
 /* Command flags. */
-#define CMD_LAST 0x1u   /* RFC 2920 3.1: may only end a pipelined group */
+#define CMD_LAST   0x1u /* RFC 2920 3.1: may only end a pipelined group */
 #define CMD_NOARGS 0x2u /* any argument is a 501 syntax error */
 
 struct cmd_ctx {
@@ -740,31 +739,32 @@ static void proceed_not_impl(struct sess *s, struct cmd_ctx *c)
 
 /* Verbs are 4 letters; the table is searched by a case-folded 32-bit key. */
 static const struct cmd_def cmd_table[] = {
-	{"mail", 0, "MAIL FROM:<address>", check_mail, proceed_mail},
-	{"rcpt", 0, "RCPT TO:<address>", check_rcpt, proceed_rcpt},
-	{"data", CMD_LAST | CMD_NOARGS, "DATA", check_data, proceed_data},
-	{"bdat", 0, "BDAT count [LAST]", check_bdat, proceed_bdat},
-	{"rset", CMD_NOARGS, "RSET", check_none, proceed_rset},
-	{"noop", CMD_LAST, NULL, check_none, proceed_noop}, /* 4.1.1.9: arg allowed */
-	{"ehlo", CMD_LAST, "EHLO hostname", check_helo, proceed_ehlo},
-	{"helo", CMD_LAST, "HELO hostname", check_helo, proceed_helo},
-	{"quit", CMD_LAST | CMD_NOARGS, "QUIT", check_none, proceed_quit},
-	{"vrfy", CMD_LAST, "VRFY address", check_helo, proceed_vrfy},
-	{"expn", CMD_LAST, NULL, check_none, proceed_not_impl},
-	{"help", 0, NULL, check_none, proceed_help},
-	/* Obsolete (RFC 5321 F.1-F.6) or not offered: 502. */
-	{"turn", CMD_LAST, NULL, check_none, proceed_not_impl},
-	{"send", 0, NULL, check_none, proceed_not_impl},
-	{"soml", 0, NULL, check_none, proceed_not_impl},
-	{"saml", 0, NULL, check_none, proceed_not_impl},
-	{"etrn", 0, NULL, check_none, proceed_not_impl},
-	{"auth", 0, NULL, check_none, proceed_not_impl},
+    {"mail", 0, "MAIL FROM:<address>", check_mail, proceed_mail},
+    {"rcpt", 0, "RCPT TO:<address>", check_rcpt, proceed_rcpt},
+    {"data", CMD_LAST | CMD_NOARGS, "DATA", check_data, proceed_data},
+    {"bdat", 0, "BDAT count [LAST]", check_bdat, proceed_bdat},
+    {"rset", CMD_NOARGS, "RSET", check_none, proceed_rset},
+    {"noop", CMD_LAST, NULL, check_none, proceed_noop}, /* 4.1.1.9: arg allowed */
+    {"ehlo", CMD_LAST, "EHLO hostname", check_helo, proceed_ehlo},
+    {"helo", CMD_LAST, "HELO hostname", check_helo, proceed_helo},
+    {"quit", CMD_LAST | CMD_NOARGS, "QUIT", check_none, proceed_quit},
+    {"vrfy", CMD_LAST, "VRFY address", check_helo, proceed_vrfy},
+    {"expn", CMD_LAST, NULL, check_none, proceed_not_impl},
+    {"help", 0, NULL, check_none, proceed_help},
+    /* Obsolete (RFC 5321 F.1-F.6) or not offered: 502. */
+    {"turn", CMD_LAST, NULL, check_none, proceed_not_impl},
+    {"send", 0, NULL, check_none, proceed_not_impl},
+    {"soml", 0, NULL, check_none, proceed_not_impl},
+    {"saml", 0, NULL, check_none, proceed_not_impl},
+    {"etrn", 0, NULL, check_none, proceed_not_impl},
+    {"auth", 0, NULL, check_none, proceed_not_impl},
 };
 
 static inline uint32_t verb_key(const char *p)
 {
 	return (uint32_t)(unsigned char)lower(p[0]) | (uint32_t)(unsigned char)lower(p[1]) << 8 |
-	       (uint32_t)(unsigned char)lower(p[2]) << 16 | (uint32_t)(unsigned char)lower(p[3]) << 24;
+	       (uint32_t)(unsigned char)lower(p[2]) << 16 |
+	       (uint32_t)(unsigned char)lower(p[3]) << 24;
 }
 
 static const struct cmd_def *cmd_lookup(const char *p, size_t n)
@@ -914,8 +914,7 @@ static void end_data(struct sess *s)
 
 static void check_error_limit(struct sess *s)
 {
-	if (s->cfg->max_errors && s->errors >= s->cfg->max_errors &&
-	    s->state != SESS_ST_CLOSING) {
+	if (s->cfg->max_errors && s->errors >= s->cfg->max_errors && s->state != SESS_ST_CLOSING) {
 		s->stats->err_limit_close++;
 		reply_host(s, "421", esc_on(s) ? "4.7.0" : NULL, "Error: too many errors");
 		s->state = SESS_ST_CLOSING;

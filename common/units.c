@@ -96,8 +96,12 @@ int units_parse_duration_ns(const char *s, uint64_t *out)
 	static const struct {
 		const char *suffix;
 		uint64_t ns;
-	} tab[] = {{"ns", 1},           {"us", 1000},          {"ms", 1000000},
-	           {"s", 1000000000ull}, {"m", 60000000000ull}, {"h", 3600000000000ull},
+	} tab[] = {{"ns", 1},
+	           {"us", 1000},
+	           {"ms", 1000000},
+	           {"s", 1000000000ull},
+	           {"m", 60000000000ull},
+	           {"h", 3600000000000ull},
 	           {"", 1000000000ull}};
 	uint64_t ip, frac, fs;
 	const char *p;

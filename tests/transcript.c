@@ -1,0 +1,256 @@
+/*
+ * transcript.c - byte-exact protocol transcript tests for the session core
+ *
+ * For every tests/transcripts/NAME.in (client bytes) the session's output
+ * must equal NAME.ref byte for byte.  Each input is fed three ways - whole,
+ * split in two at every offset, and one byte per call - and all must give
+ * the same output, which proves replies do not depend on how TCP segments
+ * the stream.  An optional first line "#! key=value ..." configures the
+ * session and is not part of the input:
+ *   max_size=N max_rcpt=N line_max=N max_errors=N hide=EXT[,EXT]
+ *   bare_lf=normalize|note|reject
+ * Usage: transcript DIR [--write]   (--write regenerates .ref files)
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "sink/sess.h"
+
+struct run {
+	char *out;
+	size_t len;
+};
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *p;
+	long n;
+
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	p = malloc((size_t)n + 1);
+	if (!p || fread(p, 1, (size_t)n, f) != (size_t)n) {
+		fclose(f);
+		free(p);
+		return NULL;
+	}
+	fclose(f);
+	p[n] = 0;
+	*len = (size_t)n;
+	return p;
+}
+
+static int parse_opts(char *line, struct sess_cfg *cfg)
+{
+	for (char *t = strtok(line, " \t"); t; t = strtok(NULL, " \t")) {
+		char *v = strchr(t, '=');
+		if (!v)
+			return -1;
+		*v++ = 0;
+		if (!strcmp(t, "max_size"))
+			cfg->max_size = strtoull(v, NULL, 10);
+		else if (!strcmp(t, "max_rcpt"))
+			cfg->max_rcpt = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(t, "line_max"))
+			cfg->line_max = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(t, "max_errors"))
+			cfg->max_errors = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(t, "bare_lf"))
+			cfg->bare_lf = !strcmp(v, "reject") ? SESS_BARE_LF_REJECT
+			               : !strcmp(v, "note") ? SESS_BARE_LF_NOTE
+			                                    : SESS_BARE_LF_NORMALIZE;
+		else if (!strcmp(t, "hide")) {
+			static const struct {
+				const char *n;
+				unsigned bit;
+			} ext[] = {{"PIPELINING", SESS_EXT_PIPELINING},
+			           {"SIZE", SESS_EXT_SIZE},
+			           {"8BITMIME", SESS_EXT_8BITMIME},
+			           {"ENHANCEDSTATUSCODES", SESS_EXT_ENHANCEDSTATUSCODES},
+			           {"SMTPUTF8", SESS_EXT_SMTPUTF8},
+			           {"CHUNKING", SESS_EXT_CHUNKING}};
+			for (char *e = strtok_r(v, ",", &v); e; e = strtok_r(NULL, ",", &v)) {
+				size_t i;
+				for (i = 0; i < sizeof(ext) / sizeof(ext[0]); i++)
+					if (!strcasecmp(e, ext[i].n))
+						break;
+				if (i == sizeof(ext) / sizeof(ext[0]))
+					return -1;
+				cfg->ext &= ~ext[i].bit;
+			}
+		} else
+			return -1;
+	}
+	return 0;
+}
+
+/* drain - move what the session wrote into the run's record, as a client
+ * that reads everything would. */
+static void drain(struct obuf *out, struct run *r)
+{
+	size_t n = obuf_pending(out);
+
+	r->out = realloc(r->out, r->len + n + 1);
+	memcpy(r->out + r->len, out->p + out->off, n);
+	r->len += n;
+	obuf_consume(out, n);
+}
+
+/* play - feed in pieces: whole (step 0, no cuts), at cut points, or step
+ * octets per call.  Each piece is a fresh allocation freed right after the
+ * call, so a view kept past its call is caught by ASan. */
+static void play(const struct sess_cfg *cfg, const char *in, size_t len, const size_t *cut,
+                 size_t ncut, size_t step, struct run *r)
+{
+	struct sess s;
+	struct sess_stats st = {0};
+	struct obuf out;
+	uint64_t seq = 0;
+	char *carry = malloc(cfg->line_max);
+	size_t off = 0, ci = 0;
+
+	r->out = NULL;
+	r->len = 0;
+	obuf_init(&out);
+	sess_start(&s, cfg, &st, &out, carry, &seq, 0);
+	drain(&out, r);
+	while (off < len && s.state != SESS_ST_CLOSING) {
+		size_t end = len, done = 0;
+		if (step)
+			end = off + step < len ? off + step : len;
+		else if (ci < ncut)
+			end = cut[ci++];
+		char *piece = malloc(end - off ? end - off : 1);
+		memcpy(piece, in + off, end - off);
+		while (done < end - off) {
+			unsigned act;
+			done += sess_feed(&s, piece + done, end - off - done, &act);
+			drain(&out, r);
+		}
+		free(piece);
+		off = end;
+	}
+	obuf_free(&out);
+	free(carry);
+}
+
+static int same(const struct run *a, const struct run *b)
+{
+	return a->len == b->len && !memcmp(a->out, b->out, a->len);
+}
+
+static int run_one(const char *dir, const char *name, int write)
+{
+	char path[4096];
+	size_t len, rlen, skip = 0;
+	struct sess_cfg cfg;
+	struct run whole, bytes;
+	int fail = 0;
+	char *in, *ref;
+
+	snprintf(path, sizeof(path), "%s/%s.in", dir, name);
+	in = slurp(path, &len);
+	if (!in) {
+		fprintf(stderr, "%s: cannot read\n", path);
+		return 1;
+	}
+	sess_cfg_defaults(&cfg);
+	cfg.hostname = "sink.test";
+	if (len >= 2 && in[0] == '#' && in[1] == '!') {
+		char *nl = memchr(in, '\n', len);
+		if (!nl)
+			return 1;
+		skip = (size_t)(nl - in) + 1;
+		char *opts = strndup(in + 2, (size_t)(nl - in) - 2);
+		if (parse_opts(opts, &cfg)) {
+			fprintf(stderr, "%s: bad #! options\n", name);
+			return 1;
+		}
+		free(opts);
+	}
+	play(&cfg, in + skip, len - skip, NULL, 0, 0, &whole);
+	play(&cfg, in + skip, len - skip, NULL, 0, 1, &bytes);
+	if (!same(&whole, &bytes)) {
+		fprintf(stderr, "FAIL %s: byte-by-byte feed differs from whole feed\n", name);
+		fail = 1;
+	}
+	for (size_t k = 1; k < len - skip && !fail; k++) {
+		struct run split;
+		play(&cfg, in + skip, len - skip, &k, 1, 0, &split);
+		if (!same(&whole, &split)) {
+			fprintf(stderr, "FAIL %s: split at %zu differs from whole feed\n", name, k);
+			fail = 1;
+		}
+		free(split.out);
+	}
+	snprintf(path, sizeof(path), "%s/%s.ref", dir, name);
+	if (write) {
+		FILE *f = fopen(path, "wb");
+		if (!f || fwrite(whole.out, 1, whole.len, f) != whole.len)
+			fail = 1;
+		if (f)
+			fclose(f);
+	} else {
+		ref = slurp(path, &rlen);
+		if (!ref) {
+			fprintf(stderr, "FAIL %s: no %s\n", name, path);
+			fail = 1;
+		} else if (rlen != whole.len || memcmp(ref, whole.out, rlen)) {
+			fprintf(stderr,
+			        "FAIL %s: output differs from .ref\n--- got ---\n%.*s\n--- want "
+			        "---\n%s\n",
+			        name, (int)whole.len, whole.out, ref);
+			fail = 1;
+		}
+		free(ref);
+	}
+	free(whole.out);
+	free(bytes.out);
+	free(in);
+	return fail;
+}
+
+static int by_name(const struct dirent **a, const struct dirent **b)
+{
+	return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static int is_in(const struct dirent *d)
+{
+	size_t n = strlen(d->d_name);
+	return n > 3 && !strcmp(d->d_name + n - 3, ".in");
+}
+
+int main(int argc, char **argv)
+{
+	struct dirent **ents;
+	int n, pass = 0, fail = 0, write = argc > 2 && !strcmp(argv[2], "--write");
+
+	if (argc < 2) {
+		fprintf(stderr, "usage: transcript DIR [--write]\n");
+		return 2;
+	}
+	n = scandir(argv[1], &ents, is_in, by_name);
+	if (n <= 0) {
+		fprintf(stderr, "no transcripts in %s\n", argv[1]);
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		ents[i]->d_name[strlen(ents[i]->d_name) - 3] = 0;
+		if (run_one(argv[1], ents[i]->d_name, write))
+			fail++;
+		else
+			pass++;
+		free(ents[i]);
+	}
+	free(ents);
+	printf("transcripts: %d passed, %d failed\n", pass, fail);
+	return fail ? 1 : 0;
+}

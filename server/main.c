@@ -1,0 +1,543 @@
+/*
+ * main.c - smtpsink: a multi-threaded SMTP sink that accepts mail as fast as
+ * the machine allows and discards it.
+ *
+ * Start-up: parse options, bind listeners (port 0 picks a free port and the
+ * chosen address is printed), pick the I/O backend (io_uring when the probe
+ * succeeds, else epoll with one line saying why), start the workers, then
+ * announce readiness ("ready" on stdout and the optional --ready-file).
+ * The main thread only waits for signals, prints progress and, at the end,
+ * the summary and the --json report.
+ *
+ * Shutdown (SIGINT/SIGTERM): stop accepting; sessions between transactions
+ * get "421 4.3.2" at once; sessions inside DATA/BDAT may finish their message
+ * until --drain-timeout; then everyone gets 421.  A second signal skips the
+ * wait.  Exit status: 0 after a clean stop or --exit-after, 1 on a runtime
+ * failure, 2 on a usage error.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server.h"
+#include "sink/config.h"
+#include "sink/units.h"
+
+static const char *prog = "smtpsink";
+
+__attribute__((format(printf, 1, 2), noreturn)) static void usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help'.\n", prog);
+	exit(2);
+}
+
+__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static void usage(void)
+{
+	printf("Usage: %s [OPTION]...\n"
+	       "SMTP sink: accepts mail over SMTP as fast as possible and discards it.\n"
+	       "\n"
+	       "  -l, --listen ADDR:PORT   listen here (repeatable; IPv4, [IPv6]; port 0 = any\n"
+	       "                           free port, printed at start) [127.0.0.1:2525]\n"
+	       "  -t, --threads N          worker threads [online CPUs]\n"
+	       "      --io auto|uring|epoll  I/O backend; auto falls back to epoll when\n"
+	       "                           io_uring is blocked [auto]\n"
+	       "  -H, --hostname NAME      name in the greeting and replies [smtpsink.localhost]\n"
+	       "  -s, --max-size SIZE      message size limit, e.g. 10M; 0 = none [10M]\n"
+	       "  -r, --max-rcpt N         recipients per message [1000]\n"
+	       "  -c, --max-conns N        concurrent connections; more get 421 4.7.0 [0 = none]\n"
+	       "      --max-errors N       errors before 421 and disconnect [20]\n"
+	       "      --line-max N         command line limit in octets incl. CRLF [2048]\n"
+	       "  -T, --idle-timeout DUR   idle session timeout, e.g. 300s, 5m [300s]\n"
+	       "      --drain-timeout DUR  on shutdown, time for messages in progress [5s]\n"
+	       "      --bare-lf normalize|note|reject   bare LF handling (as Postfix\n"
+	       "                           smtpd_forbid_bare_newline) [normalize]\n"
+	       "      --hide EXT[,EXT]     do not advertise: PIPELINING SIZE 8BITMIME\n"
+	       "                           ENHANCEDSTATUSCODES SMTPUTF8 CHUNKING\n"
+	       "  -i, --stats-interval DUR print a progress line this often [off]\n"
+	       "  -j, --json FILE          write the final summary with every counter as JSON\n"
+	       "  -n, --exit-after N       exit 0 after N messages were accepted\n"
+	       "      --ready-file FILE    write the listening addresses here once ready\n"
+	       "      --recv-buffers N     io_uring receive buffers per worker [1024]\n"
+	       "      --recv-buffer-size SIZE  size of each [16k]\n"
+	       "  -q, --quiet              no summary on exit (progress still if asked)\n"
+	       "  -V, --version            print the version and exit\n"
+	       "  -h, --help               this help\n"
+	       "\n"
+	       "Sizes take k/M/G suffixes (powers of 1024); durations ms/s/m/h.\n"
+	       "Readiness: once listening, '%s: listening on ADDR' lines and 'ready' are printed\n"
+	       "on stdout.\n",
+	       prog, prog);
+}
+
+static uint64_t opt_count(const char *name, const char *v, uint64_t max)
+{
+	uint64_t n;
+
+	if (units_parse_count(v, &n) || n > max)
+		usage_error("invalid %s '%s'", name, v);
+	return n;
+}
+
+static uint64_t opt_size(const char *name, const char *v)
+{
+	uint64_t n;
+
+	if (units_parse_size(v, &n))
+		usage_error("invalid %s '%s' (e.g. 512, 64k, 10M)", name, v);
+	return n;
+}
+
+static uint64_t opt_duration(const char *name, const char *v)
+{
+	uint64_t n;
+
+	if (units_parse_duration_ns(v, &n))
+		usage_error("invalid %s '%s' (e.g. 500ms, 30s, 5m)", name, v);
+	return n;
+}
+
+/* parse_listen - "HOST:PORT", "[V6]:PORT" or ":PORT" (all IPv4). */
+static void parse_listen(struct server_cfg *cfg, const char *arg)
+{
+	char host[256], *port;
+	struct addrinfo hints, *res;
+	struct listen_addr *l;
+	int rc;
+
+	if (cfg->nlisten == SINK_MAX_LISTEN)
+		usage_error("too many --listen addresses (max %d)", SINK_MAX_LISTEN);
+	if (strlen(arg) >= sizeof(host))
+		usage_error("invalid --listen '%s'", arg);
+	strcpy(host, arg);
+	port = strrchr(host, ':');
+	if (!port || !port[1])
+		usage_error("invalid --listen '%s': expected ADDR:PORT", arg);
+	*port++ = 0;
+	char *h = host;
+	if (h[0] == '[') {
+		size_t n = strlen(h);
+		if (n < 2 || h[n - 1] != ']')
+			usage_error("invalid --listen '%s'", arg);
+		h[n - 1] = 0;
+		h++;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo(*h ? h : NULL, port, &hints, &res);
+	if (rc)
+		usage_error("invalid --listen '%s': %s", arg, gai_strerror(rc));
+	l = &cfg->listen[cfg->nlisten++];
+	memcpy(&l->ss, res->ai_addr, res->ai_addrlen);
+	l->len = res->ai_addrlen;
+	l->fd = -1;
+	freeaddrinfo(res);
+}
+
+static void parse_hide(struct server_cfg *cfg, const char *arg)
+{
+	static const struct {
+		const char *name;
+		uint32_t bit;
+	} ext[] = {{"PIPELINING", SESS_EXT_PIPELINING},
+	           {"SIZE", SESS_EXT_SIZE},
+	           {"8BITMIME", SESS_EXT_8BITMIME},
+	           {"ENHANCEDSTATUSCODES", SESS_EXT_ENHANCEDSTATUSCODES},
+	           {"SMTPUTF8", SESS_EXT_SMTPUTF8},
+	           {"CHUNKING", SESS_EXT_CHUNKING}};
+	char buf[256], *save = NULL;
+
+	if (strlen(arg) >= sizeof(buf))
+		usage_error("invalid --hide '%s'", arg);
+	strcpy(buf, arg);
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		size_t i;
+		for (i = 0; i < sizeof(ext) / sizeof(ext[0]); i++)
+			if (!strcasecmp(t, ext[i].name))
+				break;
+		if (i == sizeof(ext) / sizeof(ext[0]))
+			usage_error("unknown extension '%s' in --hide", t);
+		cfg->sess.ext &= ~ext[i].bit;
+	}
+}
+
+static void parse_args(struct server_cfg *cfg, int argc, char **argv)
+{
+	enum {
+		O_IO = 256,
+		O_MAXERR,
+		O_LINEMAX,
+		O_DRAIN,
+		O_BARELF,
+		O_HIDE,
+		O_READY,
+		O_RBUFS,
+		O_RBUFSZ,
+		O_VERIFY
+	};
+	static const struct option opts[] = {
+	    {"listen", required_argument, NULL, 'l'},
+	    {"threads", required_argument, NULL, 't'},
+	    {"io", required_argument, NULL, O_IO},
+	    {"hostname", required_argument, NULL, 'H'},
+	    {"max-size", required_argument, NULL, 's'},
+	    {"max-rcpt", required_argument, NULL, 'r'},
+	    {"max-conns", required_argument, NULL, 'c'},
+	    {"max-errors", required_argument, NULL, O_MAXERR},
+	    {"line-max", required_argument, NULL, O_LINEMAX},
+	    {"idle-timeout", required_argument, NULL, 'T'},
+	    {"drain-timeout", required_argument, NULL, O_DRAIN},
+	    {"bare-lf", required_argument, NULL, O_BARELF},
+	    {"hide", required_argument, NULL, O_HIDE},
+	    {"stats-interval", required_argument, NULL, 'i'},
+	    {"json", required_argument, NULL, 'j'},
+	    {"exit-after", required_argument, NULL, 'n'},
+	    {"ready-file", required_argument, NULL, O_READY},
+	    {"recv-buffers", required_argument, NULL, O_RBUFS},
+	    {"recv-buffer-size", required_argument, NULL, O_RBUFSZ},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	int o;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	sess_cfg_defaults(&cfg->sess);
+	snprintf(cfg->hostname, sizeof(cfg->hostname), "smtpsink.localhost");
+	cfg->threads = ncpu > 0 ? (int)ncpu : 1;
+	cfg->idle_timeout_ns = 300ull * 1000000000ull; /* RFC 5321 4.5.3.2.7: >= 5 min */
+	cfg->drain_timeout_ns = 5ull * 1000000000ull;
+	cfg->recv_buf_count = 1024;
+	cfg->recv_buf_size = 16 * 1024;
+
+	opterr = 0;
+	while ((o = getopt_long(argc, argv, ":l:t:H:s:r:c:T:i:j:n:qVh", opts, NULL)) != -1) {
+		switch (o) {
+		case 'l':
+			parse_listen(cfg, optarg);
+			break;
+		case 't':
+			cfg->threads = (int)opt_count("--threads", optarg, 1024);
+			if (cfg->threads < 1)
+				usage_error("--threads must be at least 1");
+			break;
+		case O_IO:
+			if (!strcmp(optarg, "auto"))
+				cfg->io = IO_AUTO;
+			else if (!strcmp(optarg, "uring") || !strcmp(optarg, "io_uring"))
+				cfg->io = IO_URING;
+			else if (!strcmp(optarg, "epoll"))
+				cfg->io = IO_EPOLL;
+			else
+				usage_error("invalid --io '%s' (auto, uring or epoll)", optarg);
+			break;
+		case 'H':
+			if (!*optarg || strlen(optarg) >= sizeof(cfg->hostname) ||
+			    strpbrk(optarg, " \r\n\t"))
+				usage_error("invalid --hostname '%s'", optarg);
+			snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", optarg);
+			break;
+		case 's':
+			cfg->sess.max_size = opt_size("--max-size", optarg);
+			break;
+		case 'r':
+			cfg->sess.max_rcpt = (uint32_t)opt_count("--max-rcpt", optarg, 1u << 30);
+			if (!cfg->sess.max_rcpt)
+				usage_error("--max-rcpt must be at least 1");
+			break;
+		case 'c':
+			cfg->max_conns = (uint32_t)opt_count("--max-conns", optarg, 1u << 30);
+			break;
+		case O_MAXERR:
+			cfg->sess.max_errors =
+			    (uint32_t)opt_count("--max-errors", optarg, 1u << 30);
+			break;
+		case O_LINEMAX:
+			cfg->sess.line_max = (uint32_t)opt_count("--line-max", optarg, 1u << 20);
+			/* RFC 5321 4.5.3.1.4: at least 512 octets must be accepted */
+			if (cfg->sess.line_max < 512)
+				usage_error("--line-max must be at least 512 (RFC 5321 4.5.3.1.4)");
+			break;
+		case 'T':
+			cfg->idle_timeout_ns = opt_duration("--idle-timeout", optarg);
+			break;
+		case O_DRAIN:
+			cfg->drain_timeout_ns = opt_duration("--drain-timeout", optarg);
+			break;
+		case O_BARELF:
+			if (!strcmp(optarg, "normalize"))
+				cfg->sess.bare_lf = SESS_BARE_LF_NORMALIZE;
+			else if (!strcmp(optarg, "note"))
+				cfg->sess.bare_lf = SESS_BARE_LF_NOTE;
+			else if (!strcmp(optarg, "reject"))
+				cfg->sess.bare_lf = SESS_BARE_LF_REJECT;
+			else
+				usage_error("invalid --bare-lf '%s' (normalize, note or reject)",
+				            optarg);
+			break;
+		case O_HIDE:
+			parse_hide(cfg, optarg);
+			break;
+		case 'i':
+			cfg->stats_interval_ns = opt_duration("--stats-interval", optarg);
+			break;
+		case 'j':
+			cfg->json_path = optarg;
+			break;
+		case 'n':
+			cfg->exit_after = opt_count("--exit-after", optarg, UINT64_MAX);
+			break;
+		case O_READY:
+			cfg->ready_file = optarg;
+			break;
+		case O_RBUFS:
+			cfg->recv_buf_count = (uint32_t)opt_count("--recv-buffers", optarg, 32768);
+			if (cfg->recv_buf_count < 8 ||
+			    (cfg->recv_buf_count & (cfg->recv_buf_count - 1)))
+				usage_error("--recv-buffers must be a power of two, 8..32768");
+			break;
+		case O_RBUFSZ:
+			cfg->recv_buf_size = (uint32_t)opt_size("--recv-buffer-size", optarg);
+			if (cfg->recv_buf_size < 512 || cfg->recv_buf_size > (1u << 20))
+				usage_error("--recv-buffer-size must be 512..1M");
+			break;
+		case 'q':
+			cfg->quiet = true;
+			break;
+		case 'V':
+			printf("smtpsink %s (git %s)\n", SINK_VERSION, SINK_GIT_REV);
+			exit(0);
+		case 'h':
+			usage();
+			exit(0);
+		case ':':
+			usage_error("option '%s' needs a value", argv[optind - 1]);
+		default:
+			usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+	if (cfg->nlisten == 0)
+		parse_listen(cfg, "127.0.0.1:2525");
+	cfg->sess.hostname = cfg->hostname;
+}
+
+static void addr_text(const struct sockaddr_storage *ss, char *out, size_t n)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+		snprintf(out, n, "[%s]:%u", ip, ntohs(a->sin6_port));
+	} else {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+		snprintf(out, n, "%s:%u", ip, ntohs(a->sin_port));
+	}
+}
+
+static void open_listeners(struct server_cfg *cfg)
+{
+	for (int i = 0; i < cfg->nlisten; i++) {
+		struct listen_addr *l = &cfg->listen[i];
+		int one = 1, fd;
+		char want[64];
+
+		addr_text(&l->ss, want, sizeof(want));
+		fd = socket(l->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0)
+			die("socket for %s: %s", want, strerror(errno));
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (l->ss.ss_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, (struct sockaddr *)&l->ss, l->len))
+			die("cannot listen on %s: %s", want, strerror(errno));
+		if (listen(fd, 4096))
+			die("listen on %s: %s", want, strerror(errno));
+		l->len = sizeof(l->ss);
+		getsockname(fd, (struct sockaddr *)&l->ss, &l->len);
+		addr_text(&l->ss, l->text, sizeof(l->text));
+		l->fd = fd;
+	}
+}
+
+/* raise_nofile - thousands of sockets need more than the usual 1024. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static void write_ready_file(const struct server_cfg *cfg)
+{
+	char tmp[4096];
+	FILE *f;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", cfg->ready_file, (int)getpid());
+	f = fopen(tmp, "w");
+	if (!f)
+		die("cannot write --ready-file %s: %s", cfg->ready_file, strerror(errno));
+	for (int i = 0; i < cfg->nlisten; i++)
+		fprintf(f, "%s\n", cfg->listen[i].text);
+	if (fclose(f) || rename(tmp, cfg->ready_file))
+		die("cannot write --ready-file %s: %s", cfg->ready_file, strerror(errno));
+}
+
+static bool all_joined(struct server *srv, bool *joined)
+{
+	bool all = true;
+
+	for (int i = 0; i < srv->nworkers; i++) {
+		if (!joined[i] && pthread_tryjoin_np(srv->workers[i].thread, NULL) == 0)
+			joined[i] = true;
+		all = all && joined[i];
+	}
+	return all;
+}
+
+int main(int argc, char **argv)
+{
+	static struct server srv;
+	struct server_cfg *cfg = &srv.cfg;
+	struct server_stats tot;
+	sigset_t set;
+	char why[160];
+	int ret;
+
+	parse_args(cfg, argc, argv);
+	raise_nofile();
+	signal(SIGPIPE, SIG_IGN);
+	/* Block the stop signals everywhere; main collects them synchronously. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	open_listeners(cfg);
+
+	srv.backend = cfg->io == IO_EPOLL ? IO_EPOLL : IO_URING;
+	if (cfg->io != IO_EPOLL) {
+		ret = uring_probe(why, sizeof(why));
+		if (ret && cfg->io == IO_URING)
+			die("--io uring: %s", why);
+		if (ret) {
+			fprintf(stderr, "%s: %s; using epoll\n", prog, why);
+			srv.backend = IO_EPOLL;
+		}
+	}
+	srv.nworkers = cfg->threads;
+	srv.workers = calloc((size_t)srv.nworkers, sizeof(*srv.workers));
+	if (!srv.workers)
+		die("out of memory");
+	for (int i = 0; i < srv.nworkers; i++)
+		worker_init(&srv.workers[i], &srv, i);
+	srv.start_ns = now_ns();
+	ret = srv.backend == IO_URING ? uring_start(&srv) : epoll_start(&srv);
+	if (ret)
+		die("cannot start %s workers: %s", srv.backend == IO_URING ? "io_uring" : "epoll",
+		    strerror(-ret));
+
+	if (!cfg->quiet)
+		fprintf(stderr, "%s %s: %s backend, %d workers, hostname %s\n", prog, SINK_VERSION,
+		        srv.backend == IO_URING ? "io_uring" : "epoll", srv.nworkers,
+		        cfg->hostname);
+	for (int i = 0; i < cfg->nlisten; i++)
+		printf("%s: listening on %s\n", prog, cfg->listen[i].text);
+	if (cfg->ready_file)
+		write_ready_file(cfg);
+	printf("%s: ready\n", prog);
+	fflush(stdout);
+
+	uint64_t last_msgs = 0, last_bytes = 0, last_ns = srv.start_ns;
+	uint64_t next_stats = cfg->stats_interval_ns ? srv.start_ns + cfg->stats_interval_ns : 0;
+	uint64_t force_at = 0;
+	bool joined[1024] = {false};
+	int signals = 0;
+
+	for (;;) {
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
+		int sig = sigtimedwait(&set, NULL, &ts);
+		uint64_t now = now_ns();
+		int phase = atomic_load(&srv.stop_phase);
+
+		if (sig > 0 || (phase == 0 && atomic_load(&srv.exit_reached))) {
+			if (sig > 0)
+				signals++;
+			if (phase == 0) {
+				srv.drain_deadline_ns = now + cfg->drain_timeout_ns;
+				atomic_store(&srv.stop_phase, 1);
+				if (!cfg->quiet)
+					fprintf(stderr,
+					        "%s: %s, stopping (signal again to force)\n", prog,
+					        sig > 0 ? strsignal(sig) : "--exit-after reached");
+			} else if (signals >= 2 && phase < 2) {
+				atomic_store(&srv.stop_phase, 2);
+				force_at = now + 2000000000ull;
+			}
+		}
+		if (next_stats && now >= next_stats) {
+			stats_progress(&srv, now, &last_msgs, &last_bytes, &last_ns);
+			next_stats = now + cfg->stats_interval_ns;
+		}
+		if (atomic_load(&srv.stop_phase) >= 1 && all_joined(&srv, joined))
+			break;
+		if (force_at && now >= force_at) {
+			atomic_store(&srv.stop_phase, 3);
+			if (now >= force_at + 1000000000ull)
+				_exit(1); /* a worker is stuck; do not hang the caller */
+		}
+	}
+	if (srv.have_acceptor)
+		pthread_join(srv.acceptor, NULL);
+	for (int i = 0; i < cfg->nlisten; i++)
+		if (cfg->listen[i].fd >= 0)
+			close(cfg->listen[i].fd);
+
+	double secs = (double)(now_ns() - srv.start_ns) / 1e9;
+	stats_sum(&srv, &tot, false);
+	if (!cfg->quiet)
+		stats_summary(&srv, &tot, secs);
+	if (cfg->json_path && stats_json(&srv, &tot, secs, cfg->json_path))
+		die("cannot write --json %s: %s", cfg->json_path, strerror(errno));
+	for (int i = 0; i < srv.nworkers; i++)
+		worker_fini(&srv.workers[i]);
+	free(srv.workers);
+	return 0;
+}

@@ -1,0 +1,179 @@
+"""sinklib - start the real smtpsink binary on 127.0.0.1 for integration tests.
+
+Every helper bounds its own time; Sink cleans up its process on exit (also
+when a test fails), so no test leaves a server behind.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+SMTPSINK = os.environ.get("SMTPSINK", "")
+SANITIZE = os.environ.get("SINK_SANITIZE") == "1"
+# ASan/UBSan builds run slower; give every wait more room.
+SLOW = 4 if SANITIZE else 1
+
+
+def have_uring():
+    """True when this machine lets smtpsink use io_uring (probe via the binary)."""
+    if not SMTPSINK:
+        return False
+    with Sink(["--io", "auto", "--threads", "1"]) as s:
+        pass
+    return "using epoll" not in s.stderr_text
+
+
+class Sink:
+    """A running smtpsink.  Use as a context manager."""
+
+    def __init__(self, args=(), backend=None, timeout=10, wrapper=()):
+        if not SMTPSINK or not os.path.exists(SMTPSINK):
+            raise unittest.SkipTest("SMTPSINK binary not set")
+        self.dir = tempfile.mkdtemp(prefix="sinktest.")
+        self.json_path = os.path.join(self.dir, "summary.json")
+        cmd = [SMTPSINK, "--listen", "127.0.0.1:0", "--json", self.json_path]
+        if backend:
+            cmd += ["--io", backend]
+        cmd += list(args)
+        cmd = list(wrapper) + cmd
+        self.cmd = cmd
+        self.err_path = os.path.join(self.dir, "stderr")
+        self.errf = open(self.err_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.errf)
+        self.port = None
+        self.addrs = []
+        deadline = time.monotonic() + timeout * SLOW
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                break
+            if "listening on" in line:
+                self.addrs.append(line.rsplit(" ", 1)[1].strip())
+            if line.strip().endswith("ready"):
+                break
+        if not self.addrs:
+            self.kill()
+            raise AssertionError("smtpsink did not become ready: " + self.stderr_text)
+        self.port = int(self.addrs[0].rsplit(":", 1)[1])
+        self.summary = None
+
+    @property
+    def stderr_text(self):
+        try:
+            with open(self.err_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def connect(self, timeout=5):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout * SLOW)
+        return s
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Signal and wait; returns the exit status and loads the JSON summary."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("smtpsink did not exit after %s" % sig)
+        self._load()
+        return rc
+
+    def wait(self, timeout=15):
+        try:
+            rc = self.proc.wait(timeout=timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("smtpsink did not exit by itself")
+        self._load()
+        return rc
+
+    def _load(self):
+        if os.path.exists(self.json_path):
+            with open(self.json_path) as f:
+                self.summary = json.load(f)
+
+    def counters(self):
+        return self.summary["counters"]
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.stop()
+        self.kill()
+        self.errf.close()
+        self.proc.stdout.close()
+        if self.proc.returncode not in (0, None, -9) and exc[0] is None:
+            raise AssertionError("smtpsink exited %s: %s" % (self.proc.returncode, self.stderr_text))
+        if "ERROR: AddressSanitizer" in self.stderr_text or "runtime error:" in self.stderr_text:
+            raise AssertionError("sanitizer report:\n" + self.stderr_text)
+        return False
+
+
+def recv_until(sock, pred, timeout=5):
+    """Read until pred(data) is true; returns the bytes read (or fails on timeout)."""
+    sock.settimeout(timeout * SLOW)
+    data = b""
+    deadline = time.monotonic() + timeout * SLOW
+    while not pred(data):
+        if time.monotonic() > deadline:
+            raise AssertionError("timeout waiting; got %r" % data[-300:])
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def smtp_reply_complete(data):
+    """True when data ends with a complete (possibly multi-line) reply."""
+    lines = data.split(b"\r\n")
+    return len(lines) >= 2 and len(lines[-2]) >= 4 and lines[-2][3:4] == b" "
+
+
+def chat(sock, send, timeout=5):
+    """Send bytes, return one complete reply."""
+    if send:
+        sock.sendall(send)
+    return recv_until(sock, smtp_reply_complete, timeout)
+
+
+def good_session(port, rcpts=1):
+    """One normal SMTP transaction with raw bytes; asserts every reply code."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
+    try:
+        assert chat(s, b"").startswith(b"220 "), "greeting"
+        assert chat(s, b"EHLO t.test\r\n").startswith(b"250-")
+        assert chat(s, b"MAIL FROM:<a@t.test>\r\n").startswith(b"250 ")
+        for i in range(rcpts):
+            assert chat(s, b"RCPT TO:<r%d@t.test>\r\n" % i).startswith(b"250 ")
+        assert chat(s, b"DATA\r\n").startswith(b"354 ")
+        r = chat(s, b"Subject: x\r\n\r\nbody\r\n.\r\n")
+        assert r.startswith(b"250 2.0.0 Ok: queued as "), r
+        assert chat(s, b"QUIT\r\n").startswith(b"221 ")
+    finally:
+        s.close()
+
+
+def backends():
+    """Backends to test: epoll always; io_uring when the machine allows it."""
+    out = ["epoll"]
+    if have_uring():
+        out.insert(0, "uring")
+    else:
+        sys.stderr.write("io_uring unavailable here: testing the epoll backend only\n")
+    return out

@@ -41,7 +41,6 @@ typedef size_t (*skip_fn)(struct scan_state *st, const char *buf, size_t i, size
 typedef const char *(*eol_fn)(const char *p, const char *e);
 
 static const char *eol_scalar(const char *p, const char *e);
-static size_t skip_block64(struct scan_state *st, size_t i, uint64_t cr, uint64_t lf, uint64_t dot);
 
 static skip_fn data_skip; /* NULL: pure scalar */
 static eol_fn find_eol = eol_scalar;
@@ -320,10 +319,18 @@ size_t scan_data(struct scan_state *st, const char *buf, size_t len, struct scan
 	return len;
 }
 
+/* Counters of a skip run, kept in registers and written back once. */
+struct skip_acc {
+	uint64_t octets, lines, long_lines, cur_line;
+	uint8_t state;
+};
+
 /* skip_block64 - account the clean prefix of a 64-byte block at buf+i given
  * its CR/LF/dot masks (bit k = byte i+k).  State on entry is MID or LS_BARE:
- * the byte before the block is neither CR nor the LF of a CRLF. */
-static size_t skip_block64(struct scan_state *st, size_t i, uint64_t cr, uint64_t lf, uint64_t dot)
+ * the byte before the block is neither CR nor the LF of a CRLF.  Returns the
+ * number of octets accounted (64 = the whole block, and the skip goes on
+ * only if the state is still MID). */
+static inline unsigned skip_block64(struct skip_acc *a, uint64_t cr, uint64_t lf, uint64_t dot)
 {
 	uint64_t crlf = lf & (cr << 1);
 	uint64_t bare_lf = lf & ~(cr << 1);
@@ -332,32 +339,45 @@ static size_t skip_block64(struct scan_state *st, size_t i, uint64_t cr, uint64_
 	uint64_t dot_cand = dot & (crlf << 1);
 	uint64_t unclean = bare_lf | bare_cr | dot_cand;
 	unsigned p = unclean ? (unsigned)__builtin_ctzll(unclean) : 64;
-	uint64_t m = p == 64 ? ~0ull : ((1ull << p) - 1);
-	uint64_t lfm = lf & m;
+	uint64_t lfm = p == 64 ? lf : lf & ((1ull << p) - 1);
 
 	if (p == 0)
-		return i;
-	st->ds.octets += p;
+		return 0;
+	a->octets += p;
 	if (!lfm) {
-		st->cur_line += p;
+		a->cur_line += p;
 	} else {
 		unsigned first = (unsigned)__builtin_ctzll(lfm);
 		unsigned last = 63u - (unsigned)__builtin_clzll(lfm);
-		unsigned n = (unsigned)__builtin_popcountll(lfm);
 		/* Only the first line ending here can be long: the others began
 		 * inside this block. */
-		if (st->cur_line + first + 1 > TEXT_LINE_MAX)
-			st->ds.long_lines++;
-		st->ds.lines += n;
-		st->cur_line = p - (last + 1);
+		a->long_lines += a->cur_line + first + 1 > TEXT_LINE_MAX;
+		a->lines += (uint64_t)__builtin_popcountll(lfm);
+		a->cur_line = p - (last + 1);
 	}
-	if (lf & (1ull << (p - 1)))
-		st->dstate = SCAN_DS_LS;
-	else if (cr & (1ull << (p - 1)))
-		st->dstate = SCAN_DS_CR;
+	if ((lf >> (p - 1)) & 1)
+		a->state = SCAN_DS_LS;
+	else if ((cr >> (p - 1)) & 1)
+		a->state = SCAN_DS_CR;
 	else
-		st->dstate = SCAN_DS_MID;
-	return i + p;
+		a->state = SCAN_DS_MID;
+	return p;
+}
+
+static inline void skip_begin(struct skip_acc *a, const struct scan_state *st)
+{
+	a->octets = a->lines = a->long_lines = 0;
+	a->cur_line = st->cur_line;
+	a->state = st->dstate;
+}
+
+static inline void skip_end(struct scan_state *st, const struct skip_acc *a)
+{
+	st->ds.octets += a->octets;
+	st->ds.lines += a->lines;
+	st->ds.long_lines += a->long_lines;
+	st->cur_line = a->cur_line;
+	st->dstate = a->state;
 }
 
 #if SCAN_X86
@@ -371,8 +391,10 @@ static size_t skip_sse2(struct scan_state *st, const char *buf, size_t i, size_t
 {
 	const __m128i vcr = _mm_set1_epi8('\r'), vlf = _mm_set1_epi8('\n'),
 	              vdot = _mm_set1_epi8('.');
+	struct skip_acc a;
 
-	while (len - i >= 64 && (st->dstate == SCAN_DS_MID || st->dstate == SCAN_DS_LS_BARE)) {
+	skip_begin(&a, st);
+	while (len - i >= 64) {
 		uint64_t cr = 0, lf = 0, dot = 0;
 		for (int k = 0; k < 4; k++) {
 			__m128i v =
@@ -381,11 +403,12 @@ static size_t skip_sse2(struct scan_state *st, const char *buf, size_t i, size_t
 			lf |= movemask16(_mm_cmpeq_epi8(v, vlf)) << (16 * k);
 			dot |= movemask16(_mm_cmpeq_epi8(v, vdot)) << (16 * k);
 		}
-		size_t j = skip_block64(st, i, cr, lf, dot);
-		if (j != i + 64)
-			return j;
-		i = j;
+		unsigned n = skip_block64(&a, cr, lf, dot);
+		i += n;
+		if (n != 64 || a.state != SCAN_DS_MID)
+			break;
 	}
+	skip_end(st, &a);
 	return i;
 }
 
@@ -409,24 +432,27 @@ __attribute__((target("avx2"))) static size_t skip_avx2(struct scan_state *st, c
 {
 	const __m256i vcr = _mm256_set1_epi8('\r'), vlf = _mm256_set1_epi8('\n'),
 	              vdot = _mm256_set1_epi8('.');
+	struct skip_acc a;
 
-	while (len - i >= 64 && (st->dstate == SCAN_DS_MID || st->dstate == SCAN_DS_LS_BARE)) {
-		__m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(buf + i));
-		__m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(buf + i + 32));
-		uint64_t cr = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, vcr)) |
-		              (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, vcr))
+	skip_begin(&a, st);
+	while (len - i >= 64) {
+		__m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(buf + i));
+		__m256i y = _mm256_loadu_si256((const __m256i *)(const void *)(buf + i + 32));
+		uint64_t cr = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, vcr)) |
+		              (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(y, vcr))
 		                  << 32;
-		uint64_t lf = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, vlf)) |
-		              (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, vlf))
+		uint64_t lf = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, vlf)) |
+		              (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(y, vlf))
 		                  << 32;
 		uint64_t dot =
-		    (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, vdot)) |
-		    (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, vdot)) << 32;
-		size_t j = skip_block64(st, i, cr, lf, dot);
-		if (j != i + 64)
-			return j;
-		i = j;
+		    (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, vdot)) |
+		    (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(y, vdot)) << 32;
+		unsigned n = skip_block64(&a, cr, lf, dot);
+		i += n;
+		if (n != 64 || a.state != SCAN_DS_MID)
+			break;
 	}
+	skip_end(st, &a);
 	return i;
 }
 

@@ -37,7 +37,7 @@ test-asan: build-asan
 fuzz: deps
 	@if command -v clang >/dev/null 2>&1; then \
 	  CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSINK_FUZZ=ON -DSINK_TESTS=ON && \
-	  cmake --build $(FUZZ_BUILD) -j $(JOBS) && \
+	  cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_all && \
 	  scripts/fuzz-smoke.sh $(FUZZ_BUILD) $(FUZZ_SECONDS); \
 	else echo "fuzz: clang not found, skipped"; fi
 

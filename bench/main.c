@@ -1,0 +1,530 @@
+/*
+ * main.c - smtpbench: an SMTP load generator that reports numbers people can
+ * trust.
+ *
+ *   smtpbench --target 127.0.0.1:2525 --sessions 1000 --messages 100k --size 1k
+ *   smtpbench --target HOST:PORT --rate 5000 --duration 30s      (open loop)
+ *   smtpbench merge run1.json run2.json ...
+ *
+ * Bodies are built and dot-stuffed once at start and shared read-only by all
+ * threads; each message carries an integrity stamp (stamp.h) that
+ * `smtpsink --verify` checks.  Exit status: 0 when every message was
+ * delivered, 1 when any failed or the run ended early, 2 on a usage error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <arpa/inet.h>
+#include <math.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "sink/config.h"
+#include "sink/units.h"
+
+__attribute__((format(printf, 1, 2), noreturn)) static void usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "smtpbench: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'smtpbench --help'.\n");
+	exit(2);
+}
+
+static void usage(void)
+{
+	printf(
+	    "Usage: smtpbench --target HOST:PORT [OPTION]...\n"
+	    "       smtpbench merge FILE.json...\n"
+	    "SMTP load generator: many concurrent sessions, honest latency.\n\n"
+	    "  -t, --target HOST:PORT   server (repeatable: sessions spread over targets)\n"
+	    "  -c, --sessions N         concurrent sessions [10]\n"
+	    "  -T, --threads N          event-loop threads [online CPUs]\n"
+	    "  -m, --messages N         messages in total (default 1000 unless --duration)\n"
+	    "  -d, --duration DUR       run this long instead, e.g. 30s\n"
+	    "      --warmup DUR         not measured: first DUR of the run [0]\n"
+	    "      --msgs-per-session N QUIT and reconnect after N messages; 0 = reuse [0]\n"
+	    "  -r, --rcpts N            recipients per message [1]\n"
+	    "  -s, --size SIZE|MIX      body size, or weighted mix like 1k:60,10k:30,100k:10 [1k]\n"
+	    "      --from TPL           envelope sender, {n} = message number "
+	    "[bench{n}@client.test]\n"
+	    "      --to TPL             recipients, {n} message, {r} recipient "
+	    "[rcpt{r}@server.test]\n"
+	    "      --ehlo NAME          EHLO name [client.test]; --helo sends HELO instead\n"
+	    "      --pipelining auto|on|off  RFC 2920 when advertised (auto) [auto]\n"
+	    "      --bdat               use BDAT (RFC 3030 CHUNKING) instead of DATA\n"
+	    "  -R, --rate R             open loop: R messages/s in total, latency from the\n"
+	    "                           intended send time (no coordinated omission)\n"
+	    "      --connect-rate R     new connections per second [unlimited]\n"
+	    "      --timeout DUR        per reply [30s]\n"
+	    "      --bind ADDR[,ADDR]   source addresses (127.x) to spread ephemeral ports\n"
+	    "      --io epoll           event backend (epoll)\n"
+	    "  -j, --json FILE          full report with raw histogram counts\n"
+	    "  -q, --quiet              no live line\n"
+	    "  -V, --version, -h, --help\n\n"
+	    "Exit status: 0 all delivered, 1 any failure or early end, 2 usage error.\n");
+}
+
+static void add_target(struct bench_cfg *c, const char *arg)
+{
+	char host[256], *port;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+
+	if (c->ntargets == BENCH_MAX_TARGETS)
+		usage_error("too many --target (max %d)", BENCH_MAX_TARGETS);
+	if (strlen(arg) >= sizeof(host))
+		usage_error("invalid --target '%s'", arg);
+	strcpy(host, arg);
+	port = strrchr(host, ':');
+	if (!port || !port[1])
+		usage_error("invalid --target '%s': expected HOST:PORT", arg);
+	*port++ = 0;
+	char *h = host;
+	if (*h == '[' && h[strlen(h) - 1] == ']') {
+		h[strlen(h) - 1] = 0;
+		h++;
+	}
+	if (getaddrinfo(h, port, &hints, &res))
+		usage_error("cannot resolve --target '%s'", arg);
+	memcpy(&c->target[c->ntargets], res->ai_addr, res->ai_addrlen);
+	c->target_len[c->ntargets++] = res->ai_addrlen;
+	freeaddrinfo(res);
+}
+
+static void add_binds(struct bench_cfg *c, const char *arg)
+{
+	char buf[1024], *save = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", arg);
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		if (c->nbind == BENCH_MAX_BIND)
+			usage_error("too many --bind addresses");
+		struct sockaddr_in *a = &c->bind[c->nbind++];
+		a->sin_family = AF_INET;
+		if (inet_pton(AF_INET, t, &a->sin_addr) != 1)
+			usage_error("invalid --bind address '%s'", t);
+	}
+}
+
+static void parse_sizes(struct bench_cfg *c, const char *arg)
+{
+	char buf[512], *save = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", arg);
+	c->nbodies = 0;
+	c->weight_total = 0;
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		char *w = strchr(t, ':');
+		uint64_t sz, wt = 1;
+		if (w)
+			*w++ = 0;
+		if (units_parse_size(t, &sz) || sz > (256u << 20))
+			usage_error("invalid --size '%s'", t);
+		if (w && (units_parse_count(w, &wt) || wt == 0 || wt > 1000000))
+			usage_error("invalid weight '%s' in --size", w);
+		if (c->nbodies == BENCH_MAX_SIZES)
+			usage_error("too many sizes in --size");
+		c->bodies[c->nbodies].size = (uint32_t)sz;
+		c->bodies[c->nbodies++].weight = (uint32_t)wt;
+		c->weight_total += (uint32_t)wt;
+	}
+	if (!c->nbodies)
+		usage_error("invalid --size '%s'", arg);
+}
+
+/* build_body - message text after the stamp line: a few headers, then
+ * 76-octet lines; every 20th line starts with a dot so dot-stuffing is
+ * exercised (RFC 5321 4.5.2).  raw is what the server must reconstruct. */
+static void build_body(struct body *b)
+{
+	static const char hdr[] = "From: smtpbench <bench@client.test>\r\n"
+	                          "To: sink <sink@server.test>\r\nSubject: smtpbench\r\n\r\n";
+	size_t n = b->size, k = 0, line = 0;
+	char *raw = malloc(n + 1), *w;
+	struct stamp_hash h;
+
+	if (!raw)
+		exit(1);
+	while (k < n) {
+		const char *src = k < sizeof(hdr) - 1 ? hdr + k : NULL;
+		if (src) {
+			size_t m = sizeof(hdr) - 1 - k < n - k ? sizeof(hdr) - 1 - k : n - k;
+			memcpy(raw + k, src, m);
+			k += m;
+			continue;
+		}
+		size_t m = n - k;
+		if (m > 78)
+			m = 78;
+		for (size_t i = 0; i < m; i++)
+			raw[k + i] = (char)('a' + (line * 7 + i) % 26);
+		if (m >= 2) {
+			raw[k + m - 2] = '\r';
+			raw[k + m - 1] = '\n';
+		}
+		if (line % 20 == 0)
+			raw[k] = '.';
+		k += m;
+		line++;
+	}
+	/* the content must end in CRLF so ".\r\n" can follow (RFC 5321 4.1.1.4) */
+	if (n >= 2) {
+		raw[n - 2] = '\r';
+		raw[n - 1] = '\n';
+	}
+	b->raw = raw;
+	stamp_hash_init(&h);
+	stamp_hash_feed(&h, raw, n);
+	b->hash = stamp_hash_final(&h);
+	/* stuffed wire form: double a dot at each line start, then ".\r\n" */
+	w = malloc(n + n / 2 + 8);
+	if (!w)
+		exit(1);
+	k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (raw[i] == '.' &&
+		    (i == 0 || (i >= 2 && raw[i - 2] == '\r' && raw[i - 1] == '\n')))
+			w[k++] = '.';
+		w[k++] = raw[i];
+	}
+	if (n < 2) { /* tiny bodies: still end the content with CRLF */
+		w[k++] = '\r';
+		w[k++] = '\n';
+	}
+	memcpy(w + k, ".\r\n", 3);
+	b->wire = w;
+	b->wire_len = k + 3;
+}
+
+static struct bench B;
+
+static void *thread_main(void *arg)
+{
+	struct bench_thread *t = arg;
+
+	bench_run_epoll(t);
+	return NULL;
+}
+
+static double cpu_now(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+int main(int argc, char **argv)
+{
+	enum {
+		O_WARMUP = 256,
+		O_MPS,
+		O_FROM,
+		O_TO,
+		O_EHLO,
+		O_HELO,
+		O_PIPE,
+		O_BDAT,
+		O_CRATE,
+		O_TIMEOUT,
+		O_BIND,
+		O_IO
+	};
+	static const struct option opts[] = {
+	    {"target", required_argument, NULL, 't'},
+	    {"sessions", required_argument, NULL, 'c'},
+	    {"threads", required_argument, NULL, 'T'},
+	    {"messages", required_argument, NULL, 'm'},
+	    {"duration", required_argument, NULL, 'd'},
+	    {"warmup", required_argument, NULL, O_WARMUP},
+	    {"msgs-per-session", required_argument, NULL, O_MPS},
+	    {"rcpts", required_argument, NULL, 'r'},
+	    {"size", required_argument, NULL, 's'},
+	    {"from", required_argument, NULL, O_FROM},
+	    {"to", required_argument, NULL, O_TO},
+	    {"ehlo", required_argument, NULL, O_EHLO},
+	    {"helo", no_argument, NULL, O_HELO},
+	    {"pipelining", required_argument, NULL, O_PIPE},
+	    {"bdat", no_argument, NULL, O_BDAT},
+	    {"rate", required_argument, NULL, 'R'},
+	    {"connect-rate", required_argument, NULL, O_CRATE},
+	    {"timeout", required_argument, NULL, O_TIMEOUT},
+	    {"bind", required_argument, NULL, O_BIND},
+	    {"io", required_argument, NULL, O_IO},
+	    {"json", required_argument, NULL, 'j'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct bench_cfg *c = &B.cfg;
+	uint64_t v;
+	int o;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (argc > 1 && !strcmp(argv[1], "merge"))
+		return bench_merge(argc - 2, argv + 2);
+	c->sessions = 10;
+	c->threads = ncpu > 0 ? (int)ncpu : 1;
+	c->rcpts = 1;
+	c->from_tpl = "bench{n}@client.test";
+	c->to_tpl = "rcpt{r}@server.test";
+	c->ehlo = "client.test";
+	c->pipelining = -1;
+	c->timeout_ns = 30ull * 1000000000ull;
+	parse_sizes(c, "1k");
+	for (int i = 0, k = 0; i < argc && k < (int)sizeof(c->argv_line) - 2; i++)
+		k += snprintf(c->argv_line + k, sizeof(c->argv_line) - (size_t)k, "%s%s",
+		              i ? " " : "", argv[i]);
+	opterr = 0;
+	while ((o = getopt_long(argc, argv, ":t:c:T:m:d:r:s:R:j:qVh", opts, NULL)) != -1) {
+		switch (o) {
+		case 't':
+			add_target(c, optarg);
+			break;
+		case 'c':
+			if (units_parse_count(optarg, &v) || !v || v > 1000000)
+				usage_error("invalid --sessions '%s'", optarg);
+			c->sessions = (uint32_t)v;
+			break;
+		case 'T':
+			if (units_parse_count(optarg, &v) || !v || v > 256)
+				usage_error("invalid --threads '%s'", optarg);
+			c->threads = (int)v;
+			break;
+		case 'm':
+			if (units_parse_count(optarg, &v) || !v)
+				usage_error("invalid --messages '%s'", optarg);
+			c->messages = v;
+			break;
+		case 'd':
+			if (units_parse_duration_ns(optarg, &c->duration_ns) || !c->duration_ns)
+				usage_error("invalid --duration '%s'", optarg);
+			break;
+		case O_WARMUP:
+			if (units_parse_duration_ns(optarg, &c->warmup_ns))
+				usage_error("invalid --warmup '%s'", optarg);
+			break;
+		case O_MPS:
+			if (units_parse_count(optarg, &c->msgs_per_session))
+				usage_error("invalid --msgs-per-session '%s'", optarg);
+			break;
+		case 'r':
+			if (units_parse_count(optarg, &v) || !v || v > 100)
+				usage_error("invalid --rcpts '%s' (1..100)", optarg);
+			c->rcpts = (uint32_t)v;
+			break;
+		case 's':
+			parse_sizes(c, optarg);
+			break;
+		case O_FROM:
+			c->from_tpl = optarg;
+			break;
+		case O_TO:
+			c->to_tpl = optarg;
+			break;
+		case O_EHLO:
+			c->ehlo = optarg;
+			break;
+		case O_HELO:
+			c->helo = true;
+			break;
+		case O_PIPE:
+			if (!strcmp(optarg, "auto"))
+				c->pipelining = -1;
+			else if (!strcmp(optarg, "on"))
+				c->pipelining = 1;
+			else if (!strcmp(optarg, "off"))
+				c->pipelining = 0;
+			else
+				usage_error("invalid --pipelining '%s' (auto, on, off)", optarg);
+			break;
+		case O_BDAT:
+			c->bdat = true;
+			break;
+		case 'R':
+			c->rate = strtod(optarg, NULL);
+			if (!(c->rate > 0) || !isfinite(c->rate))
+				usage_error("invalid --rate '%s'", optarg);
+			break;
+		case O_CRATE:
+			c->connect_rate = strtod(optarg, NULL);
+			if (!(c->connect_rate > 0) || !isfinite(c->connect_rate))
+				usage_error("invalid --connect-rate '%s'", optarg);
+			break;
+		case O_TIMEOUT:
+			if (units_parse_duration_ns(optarg, &c->timeout_ns) || !c->timeout_ns)
+				usage_error("invalid --timeout '%s'", optarg);
+			break;
+		case O_BIND:
+			add_binds(c, optarg);
+			break;
+		case O_IO:
+			if (strcmp(optarg, "epoll") && strcmp(optarg, "auto"))
+				usage_error("--io %s: smtpbench has only the epoll backend so far",
+				            optarg);
+			break;
+		case 'j':
+			c->json_path = optarg;
+			break;
+		case 'q':
+			c->quiet = true;
+			break;
+		case 'V':
+			printf("smtpbench %s (git %s)\n", SINK_VERSION, SINK_GIT_REV);
+			return 0;
+		case 'h':
+			usage();
+			return 0;
+		case ':':
+			usage_error("option '%s' needs a value", argv[optind - 1]);
+		default:
+			usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+	if (!c->ntargets)
+		usage_error("--target HOST:PORT is required");
+	if (c->messages && c->duration_ns)
+		usage_error("--messages and --duration exclude each other");
+	if (!c->messages && !c->duration_ns)
+		c->messages = 1000;
+	if ((uint64_t)c->threads > c->sessions)
+		c->threads = (int)c->sessions;
+
+	{
+		struct rlimit rl;
+		if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+		if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < c->sessions + 64)
+			fprintf(stderr, "smtpbench: warning: RLIMIT_NOFILE %llu < sessions %u\n",
+			        (unsigned long long)rl.rlim_cur, c->sessions);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	for (int i = 0; i < c->nbodies; i++)
+		build_body(&c->bodies[i]);
+	{
+		FILE *f = fopen("/dev/urandom", "rb");
+		if (!f || fread(&c->run_id, sizeof(c->run_id), 1, f) != 1)
+			c->run_id = (uint64_t)bench_now() ^ (uint64_t)getpid() << 32;
+		if (f)
+			fclose(f);
+	}
+
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	B.th = calloc((size_t)c->threads, sizeof(*B.th));
+	if (!B.th)
+		return 1;
+	B.t0_ns = bench_now();
+	B.start_ns = B.t0_ns + c->warmup_ns;
+	double cpu0 = cpu_now();
+	for (int i = 0; i < c->threads; i++) {
+		struct bench_thread *t = &B.th[i];
+		t->b = &B;
+		t->id = i;
+		t->nsess = c->sessions / (uint32_t)c->threads +
+		           ((uint32_t)i < c->sessions % (uint32_t)c->threads);
+		t->quota = c->messages / (uint64_t)c->threads +
+		           ((uint64_t)i < c->messages % (uint64_t)c->threads);
+		t->rate = c->rate / c->threads;
+		hist_init(&t->st.connect);
+		hist_init(&t->st.msg);
+		hist_init(&t->st.msg_raw);
+		hist_init(&t->st.cmd);
+		hist_init(&t->interval);
+		pthread_create(&t->th, NULL, thread_main, t);
+	}
+
+	/* live line once a second; signals stop the run (twice: abort) */
+	uint64_t last = B.t0_ns, last_msgs = 0, last_bytes = 0;
+	int signals = 0, joined = 0;
+	bool *done = calloc((size_t)c->threads, sizeof(bool));
+	while (joined < c->threads) {
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		int sig = sigtimedwait(&set, NULL, &ts);
+		if (sig > 0) {
+			signals++;
+			atomic_store(&B.stop, signals >= 2 ? 2 : 1);
+		}
+		for (int i = 0; i < c->threads; i++)
+			if (!done[i] && pthread_tryjoin_np(B.th[i].th, NULL) == 0) {
+				done[i] = true;
+				joined++;
+			}
+		uint64_t now = bench_now();
+		if (!c->quiet && now - last >= 1000000000ull) {
+			uint64_t m = 0, by = 0, er = 0, se = 0, p99 = 0;
+			for (int i = 0; i < c->threads; i++) {
+				m += __atomic_load_n(&B.th[i].live.delivered, __ATOMIC_RELAXED);
+				by += __atomic_load_n(&B.th[i].live.bytes, __ATOMIC_RELAXED);
+				er += __atomic_load_n(&B.th[i].live.errors, __ATOMIC_RELAXED);
+				se += __atomic_load_n(&B.th[i].live.sessions, __ATOMIC_RELAXED);
+				uint64_t p =
+				    __atomic_load_n(&B.th[i].live.p99_ns, __ATOMIC_RELAXED);
+				p99 = p > p99 ? p : p99;
+			}
+			double dt = (double)(now - last) / 1e9;
+			fprintf(stderr,
+			        "[%6.1fs] %8.0f msg/s  %7.2f MB/s  sessions %llu  errors %llu  p99 "
+			        "%.2f ms\n",
+			        (double)(now - B.t0_ns) / 1e9, (double)(m - last_msgs) / dt,
+			        (double)(by - last_bytes) / dt / 1e6, (unsigned long long)se,
+			        (unsigned long long)er, (double)p99 / 1e6);
+			last = now;
+			last_msgs = m;
+			last_bytes = by;
+		}
+	}
+	free(done);
+	double secs = (double)(bench_now() - B.start_ns) / 1e9, cpu = cpu_now() - cpu0;
+
+	struct bench_stats *tot = calloc(1, sizeof(*tot));
+	hist_init(&tot->connect);
+	hist_init(&tot->msg);
+	hist_init(&tot->msg_raw);
+	hist_init(&tot->cmd);
+	for (int i = 0; i < c->threads; i++) {
+		struct bench_stats *s = &B.th[i].st;
+		tot->delivered += s->delivered;
+		tot->measured += s->measured;
+		tot->measured_bytes += s->measured_bytes;
+		tot->failed += s->failed;
+		tot->bytes += s->bytes;
+		tot->sessions_opened += s->sessions_opened;
+		tot->sessions_done += s->sessions_done;
+		tot->commands += s->commands;
+		for (int e = 0; e < E_NCLASS; e++)
+			tot->errors[e] += s->errors[e];
+		hist_merge(&tot->connect, &s->connect);
+		hist_merge(&tot->msg, &s->msg);
+		hist_merge(&tot->msg_raw, &s->msg_raw);
+		hist_merge(&tot->cmd, &s->cmd);
+	}
+	bench_report(&B, tot, secs, cpu);
+	if (c->json_path && bench_json(&B, tot, secs, cpu, c->json_path)) {
+		fprintf(stderr, "smtpbench: cannot write %s: %s\n", c->json_path, strerror(errno));
+		return 1;
+	}
+	bool ok = tot->failed == 0 && atomic_load(&B.stop) == 0 &&
+	          (!c->messages || tot->delivered == c->messages);
+	free(tot);
+	return ok ? 0 : 1;
+}

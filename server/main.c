@@ -87,6 +87,8 @@ static void usage(void)
 	       "  -j, --json FILE          write the final summary with every counter as JSON\n"
 	       "  -n, --exit-after N       exit 0 after N messages were accepted\n"
 	       "      --ready-file FILE    write the listening addresses here once ready\n"
+	       "      --verify             check smtpbench integrity stamps: ok, corrupt,\n"
+	       "                           duplicate and unstamped counts in the summary\n"
 	       "      --recv-buffers N     io_uring receive buffers per worker [1024]\n"
 	       "      --recv-buffer-size SIZE  size of each [16k]\n"
 	       "  -q, --quiet              no summary on exit (progress still if asked)\n"
@@ -225,6 +227,7 @@ static void parse_args(struct server_cfg *cfg, int argc, char **argv)
 	    {"ready-file", required_argument, NULL, O_READY},
 	    {"recv-buffers", required_argument, NULL, O_RBUFS},
 	    {"recv-buffer-size", required_argument, NULL, O_RBUFSZ},
+	    {"verify", no_argument, NULL, O_VERIFY},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},
@@ -331,6 +334,9 @@ static void parse_args(struct server_cfg *cfg, int argc, char **argv)
 			cfg->recv_buf_size = (uint32_t)opt_size("--recv-buffer-size", optarg);
 			if (cfg->recv_buf_size < 512 || cfg->recv_buf_size > (1u << 20))
 				usage_error("--recv-buffer-size must be 512..1M");
+			break;
+		case O_VERIFY:
+			cfg->verify = true;
 			break;
 		case 'q':
 			cfg->quiet = true;
@@ -532,12 +538,17 @@ int main(int argc, char **argv)
 
 	double secs = (double)(now_ns() - srv.start_ns) / 1e9;
 	stats_sum(&srv, &tot, false);
+	if (cfg->verify)
+		tot.verify.duplicate += verify_merge(&srv.workers[0].vw, srv.nworkers,
+		                                     sizeof(srv.workers[0]), &srv.verify_run);
 	if (!cfg->quiet)
 		stats_summary(&srv, &tot, secs);
 	if (cfg->json_path && stats_json(&srv, &tot, secs, cfg->json_path))
 		die("cannot write --json %s: %s", cfg->json_path, strerror(errno));
-	for (int i = 0; i < srv.nworkers; i++)
+	for (int i = 0; i < srv.nworkers; i++) {
+		verify_worker_free(&srv.workers[i].vw);
 		worker_fini(&srv.workers[i]);
+	}
 	free(srv.workers);
 	return 0;
 }

@@ -21,6 +21,7 @@
 
 #include "sink/obuf.h"
 #include "sink/sess.h"
+#include "verify.h"
 
 #define SINK_MAX_LISTEN 16
 
@@ -73,6 +74,7 @@ struct server_stats {
 	uint64_t recv_bytes;
 	uint64_t loops; /* event loop iterations */
 	uint64_t cqes;  /* completions handled (io_uring) */
+	struct verify_stats verify;
 };
 
 struct conn;
@@ -94,6 +96,7 @@ struct worker {
 	atomic_int ready;
 	atomic_uint_fast64_t active; /* connections, for least-loaded placement */
 	char *rbuf;                  /* epoll: receive buffer */
+	struct verify_worker vw;     /* --verify: sequence numbers seen */
 };
 
 struct conn {
@@ -124,7 +127,8 @@ struct conn {
 	struct conn *dirty_next;
 	struct sess sess;
 	struct obuf out;
-	char carry[]; /* scanner carry, line_max octets */
+	struct stamp_verifier vc; /* --verify */
+	char carry[];             /* scanner carry, line_max octets */
 };
 
 struct server {
@@ -145,6 +149,7 @@ struct server {
 	bool have_acceptor;
 	int acceptor_ring_fd;
 	uint64_t start_ns;
+	uint64_t verify_run; /* smtpbench run id seen by --verify */
 };
 
 /* worker.c - backend-independent connection handling */

@@ -83,6 +83,14 @@ static long max_rss_kib(void)
 
 void stats_summary(struct server *srv, const struct server_stats *t, double secs)
 {
+	if (srv->cfg.verify)
+		fprintf(stderr,
+		        "smtpsink verify: %llu ok, %llu corrupt, %llu duplicate, %llu unstamped, "
+		        "%llu from another run\n",
+		        (unsigned long long)t->verify.ok, (unsigned long long)t->verify.corrupt,
+		        (unsigned long long)t->verify.duplicate,
+		        (unsigned long long)t->verify.unstamped,
+		        (unsigned long long)t->verify.other_run);
 	const struct sess_stats *s = &t->sess;
 	double cpu = cpu_seconds();
 
@@ -170,6 +178,16 @@ int stats_json(struct server *srv, const struct server_stats *t, double secs, co
 	J("short_sends", t->short_sends);
 	J("recv_bytes", t->recv_bytes);
 	J("loops", t->loops);
-	fprintf(f, "    \"cqes\": %llu\n  }\n}\n", (unsigned long long)t->cqes);
+	fprintf(f, "    \"cqes\": %llu\n  }", (unsigned long long)t->cqes);
+	if (srv->cfg.verify)
+		fprintf(
+		    f,
+		    ",\n  \"verify\": {\"run_id\": \"%016llx\", \"ok\": %llu, \"corrupt\": %llu, "
+		    "\"duplicate\": %llu, \"unstamped\": %llu, \"other_run\": %llu}",
+		    (unsigned long long)srv->verify_run, (unsigned long long)t->verify.ok,
+		    (unsigned long long)t->verify.corrupt, (unsigned long long)t->verify.duplicate,
+		    (unsigned long long)t->verify.unstamped,
+		    (unsigned long long)t->verify.other_run);
+	fprintf(f, "\n}\n");
 	return fclose(f);
 }

@@ -146,6 +146,8 @@ struct conn *conn_new(struct worker *w, int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	sess_start(&c->sess, &cfg->sess, &w->st.sess, &c->out, c->carry, &w->id_seq,
 	           (uint32_t)w->id);
+	if (cfg->verify)
+		verify_attach(c);
 	w->st.conns_accepted++;
 	w->st.conns_active++;
 	if (w->st.conns_active > w->st.conns_peak)

@@ -57,6 +57,8 @@ struct bench_cfg {
 	uint64_t timeout_ns;
 	const char *json_path;
 	bool quiet;
+	int io;         /* 0 auto, 1 io_uring, 2 epoll */
+	bool use_uring; /* what auto decided */
 	uint64_t run_id;
 	char argv_line[1024];
 };
@@ -107,7 +109,8 @@ struct bench {
 };
 
 uint64_t bench_now(void);
-int bench_run_epoll(struct bench_thread *t);
+int bench_run(struct bench_thread *t, bool uring);
+int bench_probe_uring(char *why, size_t n);
 void bench_report(struct bench *b, const struct bench_stats *tot, double secs, double cpu);
 int bench_json(struct bench *b, const struct bench_stats *tot, double secs, double cpu,
                const char *path);

@@ -67,7 +67,7 @@ static void usage(void)
 	    "      --connect-rate R     new connections per second [unlimited]\n"
 	    "      --timeout DUR        per reply [30s]\n"
 	    "      --bind ADDR[,ADDR]   source addresses (127.x) to spread ephemeral ports\n"
-	    "      --io epoll           event backend (epoll)\n"
+	    "      --io auto|uring|epoll  event backend; auto falls back to epoll [auto]\n"
 	    "  -j, --json FILE          full report with raw histogram counts\n"
 	    "  -q, --quiet              no live line\n"
 	    "  -V, --version, -h, --help\n\n"
@@ -211,7 +211,7 @@ static void *thread_main(void *arg)
 {
 	struct bench_thread *t = arg;
 
-	bench_run_epoll(t);
+	bench_run(t, t->b->cfg.use_uring);
 	return NULL;
 }
 
@@ -370,9 +370,14 @@ int main(int argc, char **argv)
 			add_binds(c, optarg);
 			break;
 		case O_IO:
-			if (strcmp(optarg, "epoll") && strcmp(optarg, "auto"))
-				usage_error("--io %s: smtpbench has only the epoll backend so far",
-				            optarg);
+			if (!strcmp(optarg, "auto"))
+				c->io = 0;
+			else if (!strcmp(optarg, "uring") || !strcmp(optarg, "io_uring"))
+				c->io = 1;
+			else if (!strcmp(optarg, "epoll"))
+				c->io = 2;
+			else
+				usage_error("invalid --io '%s' (auto, uring or epoll)", optarg);
 			break;
 		case 'j':
 			c->json_path = optarg;
@@ -414,6 +419,17 @@ int main(int argc, char **argv)
 			        (unsigned long long)rl.rlim_cur, c->sessions);
 	}
 	signal(SIGPIPE, SIG_IGN);
+	if (c->io != 2) {
+		char why[128];
+		int ret = bench_probe_uring(why, sizeof(why));
+		if (ret && c->io == 1) {
+			fprintf(stderr, "smtpbench: --io uring: %s\n", why);
+			return 1;
+		}
+		if (ret)
+			fprintf(stderr, "smtpbench: %s; using epoll\n", why);
+		c->use_uring = ret == 0;
+	}
 	for (int i = 0; i < c->nbodies; i++)
 		build_body(&c->bodies[i]);
 	{

@@ -115,9 +115,8 @@ int bench_json(struct bench *b, const struct bench_stats *t, double secs, double
 	fprintf(
 	    f, "{\n  \"program\": \"smtpbench\",\n  \"version\": \"%s\",\n  \"git_rev\": \"%s\",\n",
 	    SINK_VERSION, SINK_GIT_REV);
-	fprintf(f,
-	        "  \"kernel\": \"%s %s\",\n  \"cpu_model\": \"%s\",\n  \"backend\": \"epoll\",\n",
-	        un.sysname, un.release, cpum);
+	fprintf(f, "  \"kernel\": \"%s %s\",\n  \"cpu_model\": \"%s\",\n  \"backend\": \"%s\",\n",
+	        un.sysname, un.release, cpum, c->use_uring ? "io_uring" : "epoll");
 	fprintf(f, "  \"command\": \"");
 	for (const char *p = c->argv_line; *p; p++)
 		fprintf(f, *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);

@@ -79,22 +79,24 @@ class Bench(unittest.TestCase):
     def test_counts_agree_with_smtpsink_verify(self):
         modes = [[], ["--pipelining", "off"], ["--bdat"], ["--msgs-per-session", "7", "--rcpts", "3"],
                  ["--size", "1k:5,64k:1,3:1"]]
-        for be in BACKENDS:
-            for mode in modes:
-                with self.subTest(backend=be, mode=mode), Sink(["--verify"], backend=be) as s:
-                    rc, rep, err = bench(s.port, "--sessions", "16", "--threads", "2",
-                                         "--messages", "500", *mode)
-                    self.assertEqual(rc, 0, err)
-                    self.assertEqual(rep["delivered"], 500)
-                    self.assertEqual(rep["failed"], 0)
-                    self.assertEqual(sum(rep["errors"].values()), 0)
-                    self.assertEqual(rep["histograms"]["message"]["count"], 500)
-                    s.stop()
-                    v = s.summary["verify"]
-                    self.assertEqual(s.counters()["messages"], 500)
-                    self.assertEqual((v["ok"], v["corrupt"], v["duplicate"], v["unstamped"]),
-                                     (500, 0, 0, 0))
-                    self.assertEqual(v["run_id"], rep["run_id"])
+        combos = [(be, gi, m) for be in BACKENDS for gi in BACKENDS for m in modes]
+        for be, gen_io, mode in combos:
+            with self.subTest(backend=be, bench_io=gen_io, mode=mode), \
+                    Sink(["--verify"], backend=be) as s:
+                rc, rep, err = bench(s.port, "--sessions", "16", "--threads", "2",
+                                     "--messages", "500", "--io", gen_io, *mode)
+                self.assertEqual(rep["backend"], "io_uring" if gen_io == "uring" else "epoll")
+                self.assertEqual(rc, 0, err)
+                self.assertEqual(rep["delivered"], 500)
+                self.assertEqual(rep["failed"], 0)
+                self.assertEqual(sum(rep["errors"].values()), 0)
+                self.assertEqual(rep["histograms"]["message"]["count"], 500)
+                s.stop()
+                v = s.summary["verify"]
+                self.assertEqual(s.counters()["messages"], 500)
+                self.assertEqual((v["ok"], v["corrupt"], v["duplicate"], v["unstamped"]),
+                                 (500, 0, 0, 0))
+                self.assertEqual(v["run_id"], rep["run_id"])
 
     def test_open_loop_rate(self):
         with Sink(["--verify"]) as s:

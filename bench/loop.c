@@ -1,5 +1,5 @@
 /*
- * loop_epoll.c - smtpbench's per-thread event loop (epoll)
+ * loop.c - smtpbench's per-thread event loop (epoll or io_uring)
  *
  * Each thread owns its sessions and its loop; nothing is shared with other
  * threads while the run lasts except the stop flag and the published live
@@ -15,14 +15,22 @@
  * Open loop (--rate): messages have intended start times on a constant
  * schedule; latency is measured from the intended time (wrk2), so a server
  * stall shows up as latency instead of silently lowering the offered load.
+ *
+ * Backends: epoll (non-blocking connect/writev/recv) or io_uring (connect,
+ * sendmsg and one multishot recv per session on a provided-buffer ring, all
+ * sessions' operations submitted together with each io_uring_enter).  With
+ * io_uring a closed session's late completions are recognised by a
+ * generation number in user_data and dropped.
  */
 #include <errno.h>
+#include <liburing.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +60,12 @@ struct csess {
 	int iovn;
 	char ehlo[768];
 	size_t ehlo_len;
+	/* io_uring */
+	uint32_t gen;        /* bumped at close: late CQEs are stale */
+	uint32_t out_epoch;  /* bumped by out_set */
+	uint32_t send_epoch; /* out_epoch of the in-flight sendmsg */
+	uint8_t send_busy;
+	struct msghdr mh;
 };
 
 struct loop {
@@ -64,8 +78,33 @@ struct loop {
 	uint64_t started;       /* messages started (messages mode) */
 	uint32_t open;          /* sessions not yet S_DONE */
 	uint32_t rr;
+	bool uring;
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	size_t br_bytes;
+	uint32_t nbufs, bufsz;
+	int returned;
 	char rbuf[65536];
 };
+
+enum { OP_CONNECT = 1, OP_SEND, OP_RECV };
+
+static inline uint64_t ud(struct loop *L, struct csess *s, unsigned op)
+{
+	return (uint64_t)(s - L->s) << 32 | (uint64_t)(s->gen & 0xffffff) << 8 | op;
+}
+
+static struct io_uring_sqe *get_sqe(struct loop *L)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&L->ring);
+
+	while (!sqe) {
+		io_uring_submit(&L->ring);
+		sqe = io_uring_get_sqe(&L->ring);
+	}
+	return sqe;
+}
 
 uint64_t bench_now(void)
 {
@@ -91,15 +130,55 @@ static void note_error(struct loop *L, struct csess *s, enum err_class e, const 
 
 static void sess_close(struct loop *L, struct csess *s)
 {
-	(void)L;
-	if (s->fd >= 0)
-		close(s->fd); /* also leaves the epoll set */
+	if (s->fd >= 0) {
+		/* io_uring: operations in flight hold the file; shutdown ends them
+		 * now, and the new generation makes their CQEs stale. */
+		if (L->uring)
+			shutdown(s->fd, SHUT_RDWR);
+		close(s->fd); /* epoll: also leaves the epoll set */
+	}
 	s->fd = -1;
+	s->gen++;
+	s->send_busy = 0;
+}
+
+/* uring_send - one sendmsg in flight per session; the rest on its CQE. */
+static void uring_send(struct loop *L, struct csess *s)
+{
+	struct io_uring_sqe *sqe;
+
+	if (s->send_busy || !s->iovn || s->fd < 0)
+		return;
+	memset(&s->mh, 0, sizeof(s->mh));
+	s->mh.msg_iov = s->iov;
+	s->mh.msg_iovlen = (size_t)s->iovn;
+	sqe = get_sqe(L);
+	io_uring_prep_sendmsg(sqe, s->fd, &s->mh, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, ud(L, s, OP_SEND));
+	s->send_busy = 1;
+	s->send_epoch = s->out_epoch;
+}
+
+/* iov_advance - k octets of the pending output went out. */
+static void iov_advance(struct csess *s, size_t k)
+{
+	while (s->iovn && k >= s->iov[0].iov_len) {
+		k -= s->iov[0].iov_len;
+		memmove(s->iov, s->iov + 1, sizeof(s->iov[0]) * (size_t)(--s->iovn));
+	}
+	if (s->iovn && k) {
+		s->iov[0].iov_base = (char *)s->iov[0].iov_base + k;
+		s->iov[0].iov_len -= k;
+	}
 }
 
 /* out_flush - write what is pending; true when everything went out. */
 static bool out_flush(struct loop *L, struct csess *s)
 {
+	if (L->uring) {
+		uring_send(L, s);
+		return false;
+	}
 	while (s->iovn) {
 		ssize_t n = writev(s->fd, s->iov, s->iovn);
 		if (n < 0) {
@@ -111,15 +190,7 @@ static bool out_flush(struct loop *L, struct csess *s)
 			s->want_close = 1;
 			return false;
 		}
-		size_t k = (size_t)n;
-		while (s->iovn && k >= s->iov[0].iov_len) {
-			k -= s->iov[0].iov_len;
-			memmove(s->iov, s->iov + 1, sizeof(s->iov[0]) * (size_t)(--s->iovn));
-		}
-		if (s->iovn && k) {
-			s->iov[0].iov_base = (char *)s->iov[0].iov_base + k;
-			s->iov[0].iov_len -= k;
-		}
+		iov_advance(s, (size_t)n);
 	}
 	return true;
 }
@@ -127,6 +198,7 @@ static bool out_flush(struct loop *L, struct csess *s)
 static void out_set(struct csess *s, const char *a, size_t al, const char *b, size_t bl,
                     const char *c, size_t cl)
 {
+	s->out_epoch++;
 	s->iovn = 0;
 	if (al)
 		s->iov[s->iovn++] = (struct iovec){(void *)(uintptr_t)a, al};
@@ -171,6 +243,8 @@ static struct body *pick_body(struct loop *L)
 
 static void arm(struct loop *L, struct csess *s, bool out)
 {
+	if (L->uring)
+		return;
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (out ? EPOLLOUT : 0u),
 	                         .data.ptr = s};
 
@@ -215,6 +289,13 @@ static void start_connect(struct loop *L, struct csess *s)
 	s->deadline = s->t_connect + c->timeout_ns;
 	s->state = S_CONNECT;
 	L->t->st.sessions_opened++;
+	if (L->uring) {
+		struct io_uring_sqe *sqe = get_sqe(L);
+		io_uring_prep_connect(sqe, s->fd, (struct sockaddr *)&c->target[s->target],
+		                      c->target_len[s->target]);
+		io_uring_sqe_set_data64(sqe, ud(L, s, OP_CONNECT));
+		return;
+	}
 	if (connect(s->fd, (struct sockaddr *)&c->target[s->target], c->target_len[s->target]) &&
 	    errno != EINPROGRESS) {
 		note_error(L, s, E_CONNECT, strerror(errno));
@@ -501,6 +582,37 @@ static void finish_close(struct loop *L, struct csess *s, uint64_t now)
 	}
 }
 
+/* on_bytes - received octets: parse replies, act on each. */
+static void on_bytes(struct loop *L, struct csess *s, const char *p, size_t n)
+{
+	uint64_t now = bench_now();
+	size_t off = 0;
+
+	while (off < n && !s->want_close) {
+		struct reply r;
+		int done;
+		if (s->state == S_EHLO) {
+			size_t room = sizeof(s->ehlo) - 1 - s->ehlo_len;
+			size_t cp = n - off < room ? n - off : room;
+			memcpy(s->ehlo + s->ehlo_len, p + off, cp);
+			s->ehlo_len += cp;
+		}
+		off += reply_feed(&s->rp, p + off, n - off, &r, &done);
+		if (done)
+			on_reply(L, s, &r, now);
+	}
+}
+
+/* on_eof - the server closed (or reset) the connection. */
+static void on_eof(struct loop *L, struct csess *s, int err)
+{
+	if (s->state != S_QUIT)
+		note_error(L, s, E_DROPPED, err ? strerror(err) : "server closed the connection");
+	else
+		L->t->st.sessions_done++;
+	s->want_close = 1;
+}
+
 static void on_readable(struct loop *L, struct csess *s)
 {
 	for (;;) {
@@ -510,30 +622,10 @@ static void on_readable(struct loop *L, struct csess *s)
 		if (n < 0 && errno == EAGAIN)
 			return;
 		if (n <= 0) {
-			if (s->state != S_QUIT)
-				note_error(L, s, E_DROPPED,
-				           n == 0 ? "server closed the connection"
-				                  : strerror(errno));
-			else
-				L->t->st.sessions_done++;
-			s->want_close = 1;
+			on_eof(L, s, n < 0 ? errno : 0);
 			return;
 		}
-		uint64_t now = bench_now();
-		size_t off = 0;
-		while (off < (size_t)n && !s->want_close) {
-			struct reply r;
-			int done;
-			if (s->state == S_EHLO) {
-				size_t room = sizeof(s->ehlo) - 1 - s->ehlo_len;
-				size_t cp = (size_t)n - off < room ? (size_t)n - off : room;
-				memcpy(s->ehlo + s->ehlo_len, L->rbuf + off, cp);
-				s->ehlo_len += cp;
-			}
-			off += reply_feed(&s->rp, L->rbuf + off, (size_t)n - off, &r, &done);
-			if (done)
-				on_reply(L, s, &r, now);
-		}
+		on_bytes(L, s, L->rbuf, (size_t)n);
 		if (s->want_close)
 			return;
 	}
@@ -563,17 +655,262 @@ static void check_timers(struct loop *L, uint64_t now)
 	}
 }
 
-int bench_run_epoll(struct bench_thread *t)
+static void uring_arm_recv(struct loop *L, struct csess *s)
 {
-	struct loop *L = calloc(1, sizeof(*L));
+	struct io_uring_sqe *sqe = get_sqe(L);
+
+	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 1;
+	io_uring_sqe_set_data64(sqe, ud(L, s, OP_RECV));
+}
+
+/* on_connected - the TCP handshake finished (err = 0) or failed. */
+static void on_connected(struct loop *L, struct csess *s, int err, uint64_t now)
+{
+	if (err) {
+		note_error(L, s, E_CONNECT, strerror(err));
+		s->connect_fails++;
+		s->want_close = 1;
+		return;
+	}
+	s->connect_fails = 0;
+	s->state = S_GREET;
+	s->deadline = now + L->b->cfg.timeout_ns;
+	if (L->uring)
+		uring_arm_recv(L, s);
+	else
+		arm(L, s, false);
+}
+
+/* housekeeping - open-loop slots, timers and the live counters. */
+static void housekeeping(struct loop *L, uint64_t now, uint64_t *last_tick, uint64_t *last_live,
+                         uint64_t *last_p99)
+{
+	struct bench_thread *t = L->t;
+
+	/* open loop: hand due slots to idle sessions */
+	if (t->rate > 0)
+		for (uint32_t i = 0; i < t->nsess && now >= L->next_sched_ns; i++)
+			if (L->s[i].state == S_IDLE)
+				next(L, &L->s[i], now);
+	if (now - *last_tick >= 10000000ull) {
+		check_timers(L, now);
+		*last_tick = now;
+	}
+	if (now - *last_live >= 100000000ull) {
+		uint64_t errs = 0, p99;
+		for (int e = 0; e < E_NCLASS; e++)
+			errs += t->st.errors[e];
+		if (now - *last_p99 >= 1000000000ull) {
+			p99 = hist_quantile(&t->interval, 0.99);
+			hist_init(&t->interval);
+			*last_p99 = now;
+			__atomic_store_n(&t->live.p99_ns, p99, __ATOMIC_RELAXED);
+		}
+		__atomic_store_n(&t->live.delivered, t->st.delivered, __ATOMIC_RELAXED);
+		__atomic_store_n(&t->live.bytes, t->st.bytes, __ATOMIC_RELAXED);
+		__atomic_store_n(&t->live.errors, errs, __ATOMIC_RELAXED);
+		__atomic_store_n(&t->live.sessions, (uint64_t)L->open, __ATOMIC_RELAXED);
+		*last_live = now;
+	}
+}
+
+static int wait_ms(struct loop *L, uint64_t now)
+{
+	int timeout = 10;
+
+	if (L->t->rate > 0 && L->next_sched_ns > now && (L->next_sched_ns - now) / 1000000 < 10)
+		timeout = (int)((L->next_sched_ns - now) / 1000000);
+	return timeout;
+}
+
+static void loop_epoll(struct loop *L)
+{
 	struct epoll_event evs[512];
 	uint64_t last_tick = 0, last_live = 0, last_p99 = 0;
+
+	while (L->open > 0 && atomic_load(&L->b->stop) < 2) {
+		int n = epoll_wait(L->ep, evs, 512, wait_ms(L, bench_now()));
+		uint64_t now = bench_now();
+		for (int i = 0; i < n; i++) {
+			struct csess *s = evs[i].data.ptr;
+			if (s->fd < 0)
+				continue;
+			if (s->state == S_CONNECT) {
+				int err = 0;
+				socklen_t el = sizeof(err);
+				getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+				on_connected(L, s, err, now);
+			}
+			if (!s->want_close && (evs[i].events & EPOLLOUT) && s->iovn) {
+				if (out_flush(L, s))
+					arm(L, s, false);
+			}
+			if (!s->want_close &&
+			    (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+				on_readable(L, s);
+			if (s->want_close)
+				finish_close(L, s, now);
+		}
+		housekeeping(L, now, &last_tick, &last_live, &last_p99);
+	}
+}
+
+static void uring_cqe(struct loop *L, struct io_uring_cqe *cqe, uint64_t now)
+{
+	uint64_t d = io_uring_cqe_get_data64(cqe);
+	struct csess *s = &L->s[d >> 32];
+	unsigned op = (unsigned)(d & 0xff);
+	bool stale = ((d >> 8) & 0xffffff) != (s->gen & 0xffffff) || s->fd < 0;
+	int res = cqe->res;
+
+	if (op == OP_RECV && res > 0) {
+		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		if (!stale && !s->want_close)
+			on_bytes(L, s, L->bufs + (size_t)bid * L->bufsz, (size_t)res);
+		io_uring_buf_ring_add(L->br, L->bufs + (size_t)bid * L->bufsz, L->bufsz,
+		                      (unsigned short)bid, io_uring_buf_ring_mask(L->nbufs),
+		                      L->returned++);
+	}
+	if (stale)
+		return; /* a completion of a session that has since been closed */
+	switch (op) {
+	case OP_CONNECT:
+		on_connected(L, s, res < 0 ? -res : 0, now);
+		break;
+	case OP_SEND:
+		s->send_busy = 0;
+		if (res < 0) {
+			note_error(L, s, E_DROPPED, strerror(-res));
+			s->want_close = 1;
+			break;
+		}
+		/* a completion for output replaced meanwhile was complete */
+		if (s->send_epoch == s->out_epoch)
+			iov_advance(s, (size_t)res);
+		uring_send(L, s);
+		break;
+	case OP_RECV:
+		if (cqe->flags & IORING_CQE_F_MORE)
+			break;
+		if (res == -ENOBUFS || res > 0) {
+			/* the ring ran dry (buffers return at the end of this batch)
+			 * or the multishot ended on its own: re-arm */
+			if (!s->want_close)
+				uring_arm_recv(L, s);
+		} else {
+			on_eof(L, s, res < 0 ? -res : 0);
+		}
+		break;
+	}
+	if (s->want_close)
+		finish_close(L, s, now);
+}
+
+static void loop_uring(struct loop *L)
+{
+	uint64_t last_tick = 0, last_live = 0, last_p99 = 0;
+
+	while (L->open > 0 && atomic_load(&L->b->stop) < 2) {
+		struct io_uring_cqe *cqe;
+		struct __kernel_timespec ts = {0, (long long)wait_ms(L, bench_now()) * 1000000};
+		unsigned head, n = 0;
+
+		io_uring_submit_and_wait_timeout(&L->ring, &cqe, 1, &ts, NULL);
+		uint64_t now = bench_now();
+		io_uring_for_each_cqe(&L->ring, head, cqe)
+		{
+			uring_cqe(L, cqe, now);
+			n++;
+		}
+		io_uring_cq_advance(&L->ring, n);
+		if (L->returned) {
+			io_uring_buf_ring_advance(L->br, L->returned);
+			L->returned = 0;
+		}
+		housekeeping(L, now, &last_tick, &last_live, &last_p99);
+	}
+}
+
+/* uring_setup - ring (DEFER_TASKRUN when the kernel has it) and a provided
+ * buffer ring, the liburing 2.3 way (see server/io_uring.c). */
+static int uring_setup(struct loop *L)
+{
+	static const unsigned flags[] = {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+	                                     IORING_SETUP_SUBMIT_ALL,
+	                                 IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL, 0};
+	struct io_uring_buf_reg reg;
+	int ret = -EINVAL;
+
+	for (size_t i = 0; i < 3; i++) {
+		struct io_uring_params p;
+		memset(&p, 0, sizeof(p));
+		p.flags = flags[i] | IORING_SETUP_CQSIZE;
+		p.cq_entries = 16384;
+		ret = io_uring_queue_init_params(4096, &L->ring, &p);
+		if (ret != -EINVAL)
+			break;
+	}
+	if (ret)
+		return ret;
+	L->nbufs = 1024;
+	L->bufsz = 8192;
+	L->br_bytes = L->nbufs * sizeof(struct io_uring_buf);
+	L->br = mmap(NULL, L->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	L->bufs = malloc((size_t)L->nbufs * L->bufsz);
+	if (L->br == MAP_FAILED || !L->bufs)
+		return -ENOMEM;
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)L->br;
+	reg.ring_entries = L->nbufs;
+	reg.bgid = 1;
+	ret = io_uring_register_buf_ring(&L->ring, &reg, 0);
+	if (ret)
+		return ret;
+	io_uring_buf_ring_init(L->br);
+	for (uint32_t i = 0; i < L->nbufs; i++)
+		io_uring_buf_ring_add(L->br, L->bufs + (size_t)i * L->bufsz, L->bufsz,
+		                      (unsigned short)i, io_uring_buf_ring_mask(L->nbufs), (int)i);
+	io_uring_buf_ring_advance(L->br, (int)L->nbufs);
+	return 0;
+}
+
+/* bench_probe_uring - can this process use io_uring (seccomp, sysctl)? */
+int bench_probe_uring(char *why, size_t n)
+{
+	struct io_uring ring;
+	int ret = io_uring_queue_init(8, &ring, 0);
+
+	if (ret) {
+		snprintf(why, n, "io_uring unavailable: %s", strerror(-ret));
+		return ret;
+	}
+	io_uring_queue_exit(&ring);
+	return 0;
+}
+
+int bench_run(struct bench_thread *t, bool uring)
+{
+	struct loop *L = calloc(1, sizeof(*L));
 
 	if (!L)
 		return -1;
 	L->t = t;
 	L->b = t->b;
-	L->ep = epoll_create1(EPOLL_CLOEXEC);
+	L->uring = uring;
+	if (uring) {
+		int ret = uring_setup(L);
+		if (ret) {
+			fprintf(stderr, "smtpbench: thread %d: io_uring setup: %s\n", t->id,
+			        strerror(-ret));
+			atomic_store(&L->b->stop, 2);
+			free(L);
+			return -1;
+		}
+	} else {
+		L->ep = epoll_create1(EPOLL_CLOEXEC);
+	}
 	L->s = calloc(t->nsess, sizeof(*L->s));
 	L->open = t->nsess;
 	L->rr = (uint32_t)t->id;
@@ -587,80 +924,22 @@ int bench_run_epoll(struct bench_thread *t)
 		                                                  L->b->cfg.connect_rate)
 		                       : 0;
 	}
-	while (L->open > 0 && atomic_load(&L->b->stop) < 2) {
-		uint64_t now = bench_now();
-		int timeout = 10;
-		if (t->rate > 0 && L->next_sched_ns > now)
-			timeout = (int)((L->next_sched_ns - now) / 1000000);
-		if (timeout > 10)
-			timeout = 10;
-		int n = epoll_wait(L->ep, evs, 512, timeout);
-		now = bench_now();
-		for (int i = 0; i < n; i++) {
-			struct csess *s = evs[i].data.ptr;
-			if (s->fd < 0)
-				continue;
-			if (s->state == S_CONNECT) {
-				int err = 0;
-				socklen_t el = sizeof(err);
-				getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-				if (err) {
-					note_error(L, s, E_CONNECT, strerror(err));
-					s->connect_fails++;
-					s->want_close = 1;
-				} else {
-					s->connect_fails = 0;
-					s->state = S_GREET;
-					s->deadline = now + L->b->cfg.timeout_ns;
-					arm(L, s, false);
-				}
-			}
-			if (!s->want_close && (evs[i].events & EPOLLOUT) && s->iovn) {
-				if (out_flush(L, s))
-					arm(L, s, false);
-			}
-			if (!s->want_close &&
-			    (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
-				on_readable(L, s);
-			if (s->want_close)
-				finish_close(L, s, now);
-		}
-		/* open loop: hand due slots to idle sessions */
-		if (t->rate > 0)
-			for (uint32_t i = 0; i < t->nsess && now >= L->next_sched_ns; i++)
-				if (L->s[i].state == S_IDLE)
-					next(L, &L->s[i], now);
-		if (now - last_tick >= 10000000ull) {
-			check_timers(L, now);
-			last_tick = now;
-		}
-		if (now - last_live >= 100000000ull) {
-			struct bench_live lv = {t->st.delivered, t->st.bytes,
-			                        t->st.errors[0] + t->st.errors[1] +
-			                            t->st.errors[2] + t->st.errors[3] +
-			                            t->st.errors[4] + t->st.errors[5],
-			                        L->open, 0};
-			if (now - last_p99 >= 1000000000ull) {
-				lv.p99_ns = hist_quantile(&t->interval, 0.99);
-				hist_init(&t->interval);
-				last_p99 = now;
-			} else {
-				lv.p99_ns = __atomic_load_n(&t->live.p99_ns, __ATOMIC_RELAXED);
-			}
-			__atomic_store_n(&t->live.delivered, lv.delivered, __ATOMIC_RELAXED);
-			__atomic_store_n(&t->live.bytes, lv.bytes, __ATOMIC_RELAXED);
-			__atomic_store_n(&t->live.errors, lv.errors, __ATOMIC_RELAXED);
-			__atomic_store_n(&t->live.sessions, lv.sessions, __ATOMIC_RELAXED);
-			__atomic_store_n(&t->live.p99_ns, lv.p99_ns, __ATOMIC_RELAXED);
-			last_live = now;
-		}
-	}
+	if (uring)
+		loop_uring(L);
+	else
+		loop_epoll(L);
 	for (uint32_t i = 0; i < t->nsess; i++)
 		sess_close(L, &L->s[i]);
 	/* messages this thread was meant to send but never started */
 	if (L->b->cfg.messages && L->started < t->quota)
 		t->st.failed += t->quota - L->started;
-	close(L->ep);
+	if (uring) {
+		io_uring_queue_exit(&L->ring);
+		munmap(L->br, L->br_bytes);
+		free(L->bufs);
+	} else {
+		close(L->ep);
+	}
 	free(L->s);
 	free(L);
 	return 0;

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "sink/addr.h"
 #include "sink/config.h"
 #include "sink/units.h"
 
@@ -76,28 +77,14 @@ static void usage(void)
 
 static void add_target(struct bench_cfg *c, const char *arg)
 {
-	char host[256], *port;
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+	char err[128];
 
 	if (c->ntargets == BENCH_MAX_TARGETS)
 		usage_error("too many --target (max %d)", BENCH_MAX_TARGETS);
-	if (strlen(arg) >= sizeof(host))
-		usage_error("invalid --target '%s'", arg);
-	strcpy(host, arg);
-	port = strrchr(host, ':');
-	if (!port || !port[1])
-		usage_error("invalid --target '%s': expected HOST:PORT", arg);
-	*port++ = 0;
-	char *h = host;
-	if (*h == '[' && h[strlen(h) - 1] == ']') {
-		h[strlen(h) - 1] = 0;
-		h++;
-	}
-	if (getaddrinfo(h, port, &hints, &res))
-		usage_error("cannot resolve --target '%s'", arg);
-	memcpy(&c->target[c->ntargets], res->ai_addr, res->ai_addrlen);
-	c->target_len[c->ntargets++] = res->ai_addrlen;
-	freeaddrinfo(res);
+	if (addr_parse(arg, 0, &c->target[c->ntargets], &c->target_len[c->ntargets], err,
+	               sizeof(err)))
+		usage_error("invalid --target '%s': %s", arg, err);
+	c->ntargets++;
 }
 
 static void add_binds(struct bench_cfg *c, const char *arg)

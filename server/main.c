@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "sink/addr.h"
 #include "sink/config.h"
 #include "sink/units.h"
 
@@ -128,42 +129,19 @@ static uint64_t opt_duration(const char *name, const char *v)
 	return n;
 }
 
-/* parse_listen - "HOST:PORT", "[V6]:PORT" or ":PORT" (all IPv4). */
+/* parse_listen - "HOST:PORT", "[V6]:PORT" or ":PORT" (wildcard). */
 static void parse_listen(struct server_cfg *cfg, const char *arg)
 {
-	char host[256], *port;
-	struct addrinfo hints, *res;
 	struct listen_addr *l;
-	int rc;
+	char err[128];
 
 	if (cfg->nlisten == SINK_MAX_LISTEN)
 		usage_error("too many --listen addresses (max %d)", SINK_MAX_LISTEN);
-	if (strlen(arg) >= sizeof(host))
-		usage_error("invalid --listen '%s'", arg);
-	strcpy(host, arg);
-	port = strrchr(host, ':');
-	if (!port || !port[1])
-		usage_error("invalid --listen '%s': expected ADDR:PORT", arg);
-	*port++ = 0;
-	char *h = host;
-	if (h[0] == '[') {
-		size_t n = strlen(h);
-		if (n < 2 || h[n - 1] != ']')
-			usage_error("invalid --listen '%s'", arg);
-		h[n - 1] = 0;
-		h++;
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	rc = getaddrinfo(*h ? h : NULL, port, &hints, &res);
-	if (rc)
-		usage_error("invalid --listen '%s': %s", arg, gai_strerror(rc));
-	l = &cfg->listen[cfg->nlisten++];
-	memcpy(&l->ss, res->ai_addr, res->ai_addrlen);
-	l->len = res->ai_addrlen;
+	l = &cfg->listen[cfg->nlisten];
+	if (addr_parse(arg, 1, &l->ss, &l->len, err, sizeof(err)))
+		usage_error("invalid --listen '%s': %s", arg, err);
 	l->fd = -1;
-	freeaddrinfo(res);
+	cfg->nlisten++;
 }
 
 static void parse_hide(struct server_cfg *cfg, const char *arg)

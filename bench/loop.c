@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "sink/pace.h"
 
 enum { S_CONNECT, S_GREET, S_EHLO, S_IDLE, S_ENV, S_BODY, S_RSET, S_QUIT, S_WAIT_RETRY, S_DONE };
 
@@ -74,7 +75,8 @@ struct loop {
 	int ep;
 	struct csess *s;
 	uint64_t seq_next;
-	uint64_t next_sched_ns; /* open loop: next intended start */
+	struct pace pace;       /* open loop: intended start times */
+	uint64_t next_sched_ns; /* = pace_next(&pace), cached */
 	uint64_t started;       /* messages started (messages mode) */
 	uint32_t open;          /* sessions not yet S_DONE */
 	uint32_t rr;
@@ -337,8 +339,8 @@ static void begin_message(struct loop *L, struct csess *s, uint64_t now)
 	s->fail = 0;
 	s->step = 0;
 	if (L->t->rate > 0) {
-		s->t_intended = L->next_sched_ns;
-		L->next_sched_ns += (uint64_t)(1e9 / L->t->rate);
+		s->t_intended = pace_take(&L->pace);
+		L->next_sched_ns = pace_next(&L->pace);
 	} else {
 		s->t_intended = now;
 	}
@@ -914,6 +916,8 @@ int bench_run(struct bench_thread *t, bool uring)
 	L->s = calloc(t->nsess, sizeof(*L->s));
 	L->open = t->nsess;
 	L->rr = (uint32_t)t->id;
+	if (t->rate > 0)
+		pace_init(&L->pace, L->b->t0_ns, t->rate);
 	L->next_sched_ns = L->b->t0_ns;
 	for (uint32_t i = 0; i < t->nsess; i++) {
 		L->s[i].fd = -1;

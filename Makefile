@@ -35,11 +35,12 @@ test-asan: build-asan
 
 # Short, bounded libFuzzer smoke run (clang only); skipped without clang.
 fuzz: deps
-	@if command -v clang >/dev/null 2>&1; then \
+	@if command -v clang >/dev/null 2>&1 && echo 'int LLVMFuzzerTestOneInput(const char *d, long n){return 0;}' | \
+	    clang -x c -fsanitize=fuzzer -o /dev/null - >/dev/null 2>&1; then \
 	  CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSINK_FUZZ=ON -DSINK_TESTS=ON && \
 	  cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_all && \
 	  scripts/fuzz-smoke.sh $(FUZZ_BUILD) $(FUZZ_SECONDS); \
-	else echo "fuzz: clang not found, skipped"; fi
+	else echo "fuzz: clang with libFuzzer not found, skipped"; fi
 
 test: test-normal test-asan fuzz
 	@echo "make test: all suites passed"

@@ -3,9 +3,10 @@
 # Uses apt-get (with sudo when not root); does nothing when all are present.
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config git clang
+pkgs=(build-essential cmake pkg-config git clang libclang-rt-dev
       liburing-dev libjemalloc-dev libcriterion-dev
       swaks msmtp curl python3 postfix)
+# libclang-rt-dev carries libFuzzer's runtime; clang only recommends it.
 [ -n "${SINK_DEPS_EXTRA:-}" ] && read -r -a extra <<<"$SINK_DEPS_EXTRA" && pkgs+=("${extra[@]}")
 
 missing=()

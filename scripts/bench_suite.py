@@ -143,9 +143,10 @@ def fmt(v, f="%.0f"):
 def open_loop_point(a, out):
     """smtpbench --rate against smtp-sink with 5% of DATA replies delayed 1 s.
 
-    4 sessions at 50 msgs/s: 2.5 stalls a second of 1 s each keep the
-    sessions busy often enough that due messages must wait - the wait a
-    closed-loop tool would silently leave out."""
+    One session per thread at 20 msgs/s each: a 1 s stall holds up the ~20
+    messages due behind it.  Their latency from the intended start shows
+    the wait; measured from the actual send (what a closed-loop tool
+    reports) it vanishes."""
     port = free_port()
     p = subprocess.Popen(["/usr/sbin/smtp-sink", "-u", "nobody", "-W", "DATA:1:5",
                           "127.0.0.1:%d" % port, "256"],
@@ -153,7 +154,7 @@ def open_loop_point(a, out):
     try:
         wait_port(port)
         jf = os.path.join(out, "open-loop.json")
-        cmd = [a.smtpbench, "--target", "127.0.0.1:%d" % port, "--sessions", "4", "--rate", "50",
+        cmd = [a.smtpbench, "--target", "127.0.0.1:%d" % port, "--sessions", "2", "--threads", "2", "--rate", "40",
                "--duration", "%ds" % (4 if a.quick else 10), "--quiet", "--json", jf]
         subprocess.run(cmd, capture_output=True, timeout=120)
         with open(jf) as f:

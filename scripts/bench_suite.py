@@ -274,7 +274,8 @@ def main():
             f.write(sb.stdout)
         extra["scanbench"] = sb.stdout
     idle = subprocess.run(["/usr/bin/python3", os.path.join(os.path.dirname(__file__), "idle_rss.py"),
-                           "--smtpsink", a.smtpsink, "--conns", "2000" if a.quick else "10000"],
+                           "--smtpsink", a.smtpsink, "--conns", "2000" if a.quick else "10000",
+                           "--active", "100", "--smtpbench", a.smtpbench],
                           capture_output=True, text=True, timeout=300)
     extra["idle_rss"] = idle.stdout.strip()
     ol = open_loop_point(a, out)

@@ -6,7 +6,12 @@ read the 220 greeting and then stay idle, reads RSS again and reports the
 difference per connection.  Loopback only; every socket and the server are
 closed at the end.
 
+With --active M, smtpbench then drives M more sessions for a few seconds
+while the N idle ones stay open, and the peak RSS (VmHWM) is reported too:
+the "N idle + M active" connection-scale point.
+
 Usage: idle_rss.py [--smtpsink PATH] [--conns N] [--io uring|epoll]
+                   [--active M --smtpbench PATH]
 """
 import argparse
 import resource
@@ -30,6 +35,8 @@ def main():
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--io", default="uring")
     ap.add_argument("--threads", default="2")
+    ap.add_argument("--active", type=int, default=0)
+    ap.add_argument("--smtpbench", default="build/bench/smtpbench")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -65,9 +72,19 @@ def main():
                 sel.unregister(key.fileobj)
         time.sleep(0.5)
         after = rss_kib(p.pid)
-        print("backend=%s threads=%s conns=%d greeted=%d rss_before=%d KiB rss_after=%d KiB "
-              "per_conn=%.2f KiB" % (a.io, a.threads, a.conns, got, before, after,
-                                     (after - before) / a.conns))
+        line = ("backend=%s threads=%s conns=%d greeted=%d rss_before=%d KiB rss_after=%d KiB "
+                "per_conn=%.2f KiB" % (a.io, a.threads, a.conns, got, before, after,
+                                       (after - before) / a.conns))
+        if a.active:
+            r = subprocess.run([a.smtpbench, "--target", "127.0.0.1:%d" % port, "--sessions",
+                                str(a.active), "--duration", "3s", "--quiet"],
+                               capture_output=True, text=True, timeout=120)
+            with open("/proc/%d/status" % p.pid) as f:
+                hwm = [int(x.split()[1]) for x in f if x.startswith("VmHWM:")][0]
+            line += (" | +%d active sessions for 3 s (smtpbench exit %d): peak RSS %d KiB = "
+                     "%.2f KiB per connection" % (a.active, r.returncode, hwm,
+                                                  hwm / (a.conns + a.active)))
+        print(line)
     finally:
         for s in socks:
             s.close()

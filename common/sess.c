@@ -921,6 +921,35 @@ static void check_error_limit(struct sess *s)
 	}
 }
 
+uint32_t sess_ext_by_name(const char *name)
+{
+	static const struct {
+		const char *name;
+		uint32_t bit;
+	} ext[] = {{"pipelining", SESS_EXT_PIPELINING},
+	           {"size", SESS_EXT_SIZE},
+	           {"8bitmime", SESS_EXT_8BITMIME},
+	           {"enhancedstatuscodes", SESS_EXT_ENHANCEDSTATUSCODES},
+	           {"smtputf8", SESS_EXT_SMTPUTF8},
+	           {"chunking", SESS_EXT_CHUNKING}};
+
+	for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++)
+		if (ieq(name, strlen(name), ext[i].name))
+			return ext[i].bit;
+	return 0;
+}
+
+int sess_bare_lf_by_name(const char *name)
+{
+	if (!strcmp(name, "normalize"))
+		return SESS_BARE_LF_NORMALIZE;
+	if (!strcmp(name, "note"))
+		return SESS_BARE_LF_NOTE;
+	if (!strcmp(name, "reject"))
+		return SESS_BARE_LF_REJECT;
+	return -1;
+}
+
 void sess_cfg_defaults(struct sess_cfg *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));

@@ -146,28 +146,16 @@ static void parse_listen(struct server_cfg *cfg, const char *arg)
 
 static void parse_hide(struct server_cfg *cfg, const char *arg)
 {
-	static const struct {
-		const char *name;
-		uint32_t bit;
-	} ext[] = {{"PIPELINING", SESS_EXT_PIPELINING},
-	           {"SIZE", SESS_EXT_SIZE},
-	           {"8BITMIME", SESS_EXT_8BITMIME},
-	           {"ENHANCEDSTATUSCODES", SESS_EXT_ENHANCEDSTATUSCODES},
-	           {"SMTPUTF8", SESS_EXT_SMTPUTF8},
-	           {"CHUNKING", SESS_EXT_CHUNKING}};
 	char buf[256], *save = NULL;
 
 	if (strlen(arg) >= sizeof(buf))
 		usage_error("invalid --hide '%s'", arg);
 	strcpy(buf, arg);
 	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		size_t i;
-		for (i = 0; i < sizeof(ext) / sizeof(ext[0]); i++)
-			if (!strcasecmp(t, ext[i].name))
-				break;
-		if (i == sizeof(ext) / sizeof(ext[0]))
+		uint32_t bit = sess_ext_by_name(t);
+		if (!bit)
 			usage_error("unknown extension '%s' in --hide", t);
-		cfg->sess.ext &= ~ext[i].bit;
+		cfg->sess.ext &= ~bit;
 	}
 }
 
@@ -276,17 +264,14 @@ static void parse_args(struct server_cfg *cfg, int argc, char **argv)
 		case O_DRAIN:
 			cfg->drain_timeout_ns = opt_duration("--drain-timeout", optarg);
 			break;
-		case O_BARELF:
-			if (!strcmp(optarg, "normalize"))
-				cfg->sess.bare_lf = SESS_BARE_LF_NORMALIZE;
-			else if (!strcmp(optarg, "note"))
-				cfg->sess.bare_lf = SESS_BARE_LF_NOTE;
-			else if (!strcmp(optarg, "reject"))
-				cfg->sess.bare_lf = SESS_BARE_LF_REJECT;
-			else
+		case O_BARELF: {
+			int pol = sess_bare_lf_by_name(optarg);
+			if (pol < 0)
 				usage_error("invalid --bare-lf '%s' (normalize, note or reject)",
 				            optarg);
+			cfg->sess.bare_lf = (enum sess_bare_lf)pol;
 			break;
+		}
 		case O_HIDE:
 			parse_hide(cfg, optarg);
 			break;

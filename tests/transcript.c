@@ -62,28 +62,17 @@ static int parse_opts(char *line, struct sess_cfg *cfg)
 			cfg->line_max = (uint32_t)strtoul(v, NULL, 10);
 		else if (!strcmp(t, "max_errors"))
 			cfg->max_errors = (uint32_t)strtoul(v, NULL, 10);
-		else if (!strcmp(t, "bare_lf"))
-			cfg->bare_lf = !strcmp(v, "reject") ? SESS_BARE_LF_REJECT
-			               : !strcmp(v, "note") ? SESS_BARE_LF_NOTE
-			                                    : SESS_BARE_LF_NORMALIZE;
-		else if (!strcmp(t, "hide")) {
-			static const struct {
-				const char *n;
-				unsigned bit;
-			} ext[] = {{"PIPELINING", SESS_EXT_PIPELINING},
-			           {"SIZE", SESS_EXT_SIZE},
-			           {"8BITMIME", SESS_EXT_8BITMIME},
-			           {"ENHANCEDSTATUSCODES", SESS_EXT_ENHANCEDSTATUSCODES},
-			           {"SMTPUTF8", SESS_EXT_SMTPUTF8},
-			           {"CHUNKING", SESS_EXT_CHUNKING}};
-			for (char *e = strtok_r(v, ",", &v); e; e = strtok_r(NULL, ",", &v)) {
-				size_t i;
-				for (i = 0; i < sizeof(ext) / sizeof(ext[0]); i++)
-					if (!strcasecmp(e, ext[i].n))
-						break;
-				if (i == sizeof(ext) / sizeof(ext[0]))
+		else if (!strcmp(t, "bare_lf")) {
+			int pol = sess_bare_lf_by_name(v);
+			if (pol < 0)
+				return -1;
+			cfg->bare_lf = (enum sess_bare_lf)pol;
+		} else if (!strcmp(t, "hide")) {
+			for (char *x = strtok_r(v, ",", &v); x; x = strtok_r(NULL, ",", &v)) {
+				uint32_t bit = sess_ext_by_name(x);
+				if (!bit)
 					return -1;
-				cfg->ext &= ~ext[i].bit;
+				cfg->ext &= ~bit;
 			}
 		} else
 			return -1;

@@ -45,50 +45,56 @@ enum sess_bare_lf {
 };
 
 struct sess_cfg {
-	const char *hostname;   /* for 220/250/421 */
-	uint64_t max_size;      /* SIZE limit in octets; 0 = unlimited */
-	uint32_t max_rcpt;      /* recipients per transaction (RFC 5321 4.5.3.1.8) */
-	uint32_t line_max;      /* command line limit incl. CRLF (default 2048) */
-	uint32_t max_errors;    /* errors before 421 + close (Postfix hard_error_limit) */
-	uint32_t ext;           /* SESS_EXT_* advertised */
+	const char *hostname; /* for 220/250/421 */
+	uint64_t max_size;    /* SIZE limit in octets; 0 = unlimited */
+	uint32_t max_rcpt;    /* recipients per transaction (RFC 5321 4.5.3.1.8) */
+	uint32_t line_max;    /* command line limit incl. CRLF (default 2048) */
+	uint32_t max_errors;  /* errors before 421 + close (Postfix hard_error_limit) */
+	uint32_t ext;         /* SESS_EXT_* advertised */
 	enum sess_bare_lf bare_lf;
 };
 
 void sess_cfg_defaults(struct sess_cfg *cfg);
 
+/* sess_ext_by_name - SESS_EXT_* bit of an EHLO keyword (case-insensitive),
+ * 0 when unknown; for --hide style options. */
+uint32_t sess_ext_by_name(const char *name);
+/* sess_bare_lf_by_name - "normalize" | "note" | "reject"; -1 when unknown. */
+int sess_bare_lf_by_name(const char *name);
+
 /* Counters, added up per worker (no locks: a worker owns its sessions). */
 struct sess_stats {
 	uint64_t sessions;
-	uint64_t msgs;          /* accepted with 250 at end of DATA / BDAT LAST */
-	uint64_t msg_bytes;     /* RFC 1870 size of accepted messages */
-	uint64_t rcpts;         /* accepted RCPTs */
-	uint64_t cmds;          /* command lines processed */
-	uint64_t rejected_msgs; /* ended with 5xx (size, bare LF, BDAT errors) */
-	uint64_t err_unknown;   /* 500 command not recognized / 502 not implemented */
-	uint64_t err_syntax;    /* 501/555 */
-	uint64_t err_sequence;  /* 503 */
-	uint64_t err_size;      /* 552 */
-	uint64_t err_rcpt_limit;/* 452 */
-	uint64_t err_too_long;  /* 500 command too long */
-	uint64_t err_bare_lf;   /* 550 5.5.2 bare LF rejections */
-	uint64_t err_utf8;      /* 553 5.6.7 */
-	uint64_t err_limit_close; /* 421 too many errors */
-	uint64_t bare_lf_lines; /* bare LF line endings seen (commands + data) */
-	uint64_t bare_cr;       /* bare CR octets seen */
-	uint64_t long_body_lines; /* body lines over 1000 octets (counted, kept) */
+	uint64_t msgs;                  /* accepted with 250 at end of DATA / BDAT LAST */
+	uint64_t msg_bytes;             /* RFC 1870 size of accepted messages */
+	uint64_t rcpts;                 /* accepted RCPTs */
+	uint64_t cmds;                  /* command lines processed */
+	uint64_t rejected_msgs;         /* ended with 5xx (size, bare LF, BDAT errors) */
+	uint64_t err_unknown;           /* 500 command not recognized / 502 not implemented */
+	uint64_t err_syntax;            /* 501/555 */
+	uint64_t err_sequence;          /* 503 */
+	uint64_t err_size;              /* 552 */
+	uint64_t err_rcpt_limit;        /* 452 */
+	uint64_t err_too_long;          /* 500 command too long */
+	uint64_t err_bare_lf;           /* 550 5.5.2 bare LF rejections */
+	uint64_t err_utf8;              /* 553 5.6.7 */
+	uint64_t err_limit_close;       /* 421 too many errors */
+	uint64_t bare_lf_lines;         /* bare LF line endings seen (commands + data) */
+	uint64_t bare_cr;               /* bare CR octets seen */
+	uint64_t long_body_lines;       /* body lines over 1000 octets (counted, kept) */
 	uint64_t pipelining_violations; /* input queued behind a last-in-group cmd */
-	uint64_t timeouts;      /* 421 4.4.2 */
-	uint64_t shutdowns;     /* 421 4.3.2 */
+	uint64_t timeouts;              /* 421 4.4.2 */
+	uint64_t shutdowns;             /* 421 4.3.2 */
 };
 
 enum sess_state {
-	SESS_ST_INIT = 0,   /* need HELO/EHLO */
-	SESS_ST_READY,      /* no transaction */
-	SESS_ST_MAIL,       /* MAIL accepted, no RCPT yet */
-	SESS_ST_RCPT,       /* at least one RCPT accepted */
-	SESS_ST_DATA,       /* receiving DATA content */
-	SESS_ST_BDAT,       /* receiving a BDAT chunk */
-	SESS_ST_CLOSING,    /* reply queued; close after flush, ignore input */
+	SESS_ST_INIT = 0, /* need HELO/EHLO */
+	SESS_ST_READY,    /* no transaction */
+	SESS_ST_MAIL,     /* MAIL accepted, no RCPT yet */
+	SESS_ST_RCPT,     /* at least one RCPT accepted */
+	SESS_ST_DATA,     /* receiving DATA content */
+	SESS_ST_BDAT,     /* receiving a BDAT chunk */
+	SESS_ST_CLOSING,  /* reply queued; close after flush, ignore input */
 };
 
 /* Actions returned by sess_feed() and friends. */
@@ -108,23 +114,23 @@ struct sess {
 	const struct sess_cfg *cfg;
 	const struct sess_content_ops *content_ops;
 	void *content_ctx;
-	struct sess_stats *stats;  /* shared by the worker's sessions */
+	struct sess_stats *stats; /* shared by the worker's sessions */
 	struct obuf *out;
-	uint64_t *id_seq;          /* worker's queue-id counter */
-	uint32_t id_prefix;        /* worker number, makes ids unique per process */
+	uint64_t *id_seq;   /* worker's queue-id counter */
+	uint32_t id_prefix; /* worker number, makes ids unique per process */
 	struct scan_state scan;
-	uint8_t state;             /* enum sess_state */
-	uint8_t esmtp;             /* greeted with EHLO */
-	uint8_t tx_smtputf8;       /* MAIL ... SMTPUTF8 */
-	uint8_t tx_failed;         /* DATA/BDAT content to be rejected at its end */
-	uint8_t tx_bdat;           /* a BDAT chunk was received in this transaction */
-	uint8_t bdat_last;         /* current chunk carries LAST */
-	uint8_t bdat_prev_state;   /* state to return to after the chunk */
-	uint16_t tx_fail_reason;   /* which reply to give at end of content */
+	uint8_t state;           /* enum sess_state */
+	uint8_t esmtp;           /* greeted with EHLO */
+	uint8_t tx_smtputf8;     /* MAIL ... SMTPUTF8 */
+	uint8_t tx_failed;       /* DATA/BDAT content to be rejected at its end */
+	uint8_t tx_bdat;         /* a BDAT chunk was received in this transaction */
+	uint8_t bdat_last;       /* current chunk carries LAST */
+	uint8_t bdat_prev_state; /* state to return to after the chunk */
+	uint16_t tx_fail_reason; /* which reply to give at end of content */
 	uint32_t nrcpt;
 	uint32_t errors;
-	uint64_t tx_size;          /* octets received in this transaction */
-	uint64_t bdat_len;         /* size of the current chunk */
+	uint64_t tx_size;  /* octets received in this transaction */
+	uint64_t bdat_len; /* size of the current chunk */
 };
 
 /* sess_start - set up a session and queue the 220 greeting. carry must hold

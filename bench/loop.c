@@ -23,20 +23,19 @@
  * generation number in user_data and dropped.
  */
 #include <errno.h>
-#include <liburing.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/mman.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
 #include "sink/pace.h"
+#include "sink/uring.h"
 
 enum { S_CONNECT, S_GREET, S_EHLO, S_IDLE, S_ENV, S_BODY, S_RSET, S_QUIT, S_WAIT_RETRY, S_DONE };
 
@@ -82,11 +81,7 @@ struct loop {
 	uint32_t rr;
 	bool uring;
 	struct io_uring ring;
-	struct io_uring_buf_ring *br;
-	char *bufs;
-	size_t br_bytes;
-	uint32_t nbufs, bufsz;
-	int returned;
+	struct uring_bufs bufs;
 	char rbuf[65536];
 };
 
@@ -99,13 +94,7 @@ static inline uint64_t ud(struct loop *L, struct csess *s, unsigned op)
 
 static struct io_uring_sqe *get_sqe(struct loop *L)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&L->ring);
-
-	while (!sqe) {
-		io_uring_submit(&L->ring);
-		sqe = io_uring_get_sqe(&L->ring);
-	}
-	return sqe;
+	return uring_sqe(&L->ring);
 }
 
 uint64_t bench_now(void)
@@ -769,11 +758,10 @@ static void uring_cqe(struct loop *L, struct io_uring_cqe *cqe, uint64_t now)
 
 	if (op == OP_RECV && res > 0) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+		uring_buf_taken(&L->bufs);
 		if (!stale && !s->want_close)
-			on_bytes(L, s, L->bufs + (size_t)bid * L->bufsz, (size_t)res);
-		io_uring_buf_ring_add(L->br, L->bufs + (size_t)bid * L->bufsz, L->bufsz,
-		                      (unsigned short)bid, io_uring_buf_ring_mask(L->nbufs),
-		                      L->returned++);
+			on_bytes(L, s, uring_buf(&L->bufs, bid), (size_t)res);
+		uring_buf_put(&L->bufs, bid);
 	}
 	if (stale)
 		return; /* a completion of a session that has since been closed */
@@ -827,69 +815,25 @@ static void loop_uring(struct loop *L)
 			n++;
 		}
 		io_uring_cq_advance(&L->ring, n);
-		if (L->returned) {
-			io_uring_buf_ring_advance(L->br, L->returned);
-			L->returned = 0;
-		}
+		uring_bufs_commit(&L->bufs);
 		housekeeping(L, now, &last_tick, &last_live, &last_p99);
 	}
 }
 
-/* uring_setup - ring (DEFER_TASKRUN when the kernel has it) and a provided
- * buffer ring, the liburing 2.3 way (see server/io_uring.c). */
+/* uring_setup - ring and provided buffers (common/uring/uring.c). */
 static int uring_setup(struct loop *L)
 {
-	static const unsigned flags[] = {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-	                                     IORING_SETUP_SUBMIT_ALL,
-	                                 IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL, 0};
-	struct io_uring_buf_reg reg;
-	int ret = -EINVAL;
+	int ret = uring_init(&L->ring, 4096, 16384, NULL);
 
-	for (size_t i = 0; i < 3; i++) {
-		struct io_uring_params p;
-		memset(&p, 0, sizeof(p));
-		p.flags = flags[i] | IORING_SETUP_CQSIZE;
-		p.cq_entries = 16384;
-		ret = io_uring_queue_init_params(4096, &L->ring, &p);
-		if (ret != -EINVAL)
-			break;
-	}
 	if (ret)
 		return ret;
-	L->nbufs = 1024;
-	L->bufsz = 8192;
-	L->br_bytes = L->nbufs * sizeof(struct io_uring_buf);
-	L->br = mmap(NULL, L->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	L->bufs = malloc((size_t)L->nbufs * L->bufsz);
-	if (L->br == MAP_FAILED || !L->bufs)
-		return -ENOMEM;
-	memset(&reg, 0, sizeof(reg));
-	reg.ring_addr = (uint64_t)(uintptr_t)L->br;
-	reg.ring_entries = L->nbufs;
-	reg.bgid = 1;
-	ret = io_uring_register_buf_ring(&L->ring, &reg, 0);
-	if (ret)
-		return ret;
-	io_uring_buf_ring_init(L->br);
-	for (uint32_t i = 0; i < L->nbufs; i++)
-		io_uring_buf_ring_add(L->br, L->bufs + (size_t)i * L->bufsz, L->bufsz,
-		                      (unsigned short)i, io_uring_buf_ring_mask(L->nbufs), (int)i);
-	io_uring_buf_ring_advance(L->br, (int)L->nbufs);
-	return 0;
+	return uring_bufs_init(&L->ring, &L->bufs, 1024, 8192, 1);
 }
 
 /* bench_probe_uring - can this process use io_uring (seccomp, sysctl)? */
 int bench_probe_uring(char *why, size_t n)
 {
-	struct io_uring ring;
-	int ret = io_uring_queue_init(8, &ring, 0);
-
-	if (ret) {
-		snprintf(why, n, "io_uring unavailable: %s", strerror(-ret));
-		return ret;
-	}
-	io_uring_queue_exit(&ring);
-	return 0;
+	return uring_probe(why, n);
 }
 
 int bench_run(struct bench_thread *t, bool uring)
@@ -939,8 +883,7 @@ int bench_run(struct bench_thread *t, bool uring)
 		t->st.failed += t->quota - L->started;
 	if (uring) {
 		io_uring_queue_exit(&L->ring);
-		munmap(L->br, L->br_bytes);
-		free(L->bufs);
+		uring_bufs_free(&L->bufs);
 	} else {
 		close(L->ep);
 	}

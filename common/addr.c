@@ -25,6 +25,16 @@ int addr_parse(const char *arg, int passive, struct sockaddr_storage *ss, sockle
 		return -1;
 	}
 	*port++ = 0;
+	/* getaddrinfo() takes "70000" and wraps it to 4464: check the range. */
+	{
+		unsigned long v = 0;
+		for (const char *q = port; *q; q++) {
+			if (*q < '0' || *q > '9' || (v = v * 10 + (unsigned long)(*q - '0')) > 65535) {
+				snprintf(err, errlen, "port must be a number 0..65535");
+				return -1;
+			}
+		}
+	}
 	if (h[0] == '[') { /* [IPv6]:port, RFC 3986 style */
 		size_t n = strlen(h);
 		if (n < 2 || h[n - 1] != ']') {

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config git clang libclang-rt-dev
-      liburing-dev libjemalloc-dev libcriterion-dev
+      liburing-dev libjemalloc-dev libcriterion-dev libjansson-dev
       swaks msmtp curl python3 postfix)
 # libclang-rt-dev carries libFuzzer's runtime; clang only recommends it.
 [ -n "${SINK_DEPS_EXTRA:-}" ] && read -r -a extra <<<"$SINK_DEPS_EXTRA" && pkgs+=("${extra[@]}")

@@ -18,9 +18,14 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Replies: code, enhanced code (RFC 2034, NULL = none), text. */
+/* Replies: code, enhanced code (RFC 2034, NULL = none), text, and the
+ * counter the reply bumps.  Every reply the session sends comes from this
+ * table, so counters cannot drift from what clients were told. */
 enum reply_id {
 	R_OK = 0,
+	R_QUEUED,   /* + queue id */
+	R_CHUNK_OK, /* + "<n> bytes" */
+	R_VRFY,     /* + the argument */
 	R_MAIL_OK,
 	R_RCPT_OK,
 	R_DATA_GO,
@@ -32,12 +37,15 @@ enum reply_id {
 	R_NEED_RCPT,
 	R_DATA_AFTER_BDAT,
 	R_BAD_SYNTAX,
+	R_USAGE,     /* "Syntax: " + the command's usage */
+	R_BAD_PARAM, /* "Unsupported option: " + the parameter */
 	R_BAD_SIZE,
 	R_BAD_BODY,
 	R_BAD_SENDER,
 	R_BAD_RCPT,
 	R_SIZE_LIMIT,
 	R_TOO_MANY_RCPT,
+	R_TOO_MANY_RCPT_OVER, /* same reply, past the overshoot: counts as an error */
 	R_UTF8,
 	R_TOO_BIG,
 	R_BARE_LF,
@@ -49,55 +57,99 @@ enum reply_id {
 	R_BDAT_OFF,
 	R_BDAT_DISCARD,
 	R_BDAT_TOO_BIG,
+	R_421_ERRORS,
+	R_421_TIMEOUT,
+	R_421_SHUTDOWN,
 	R_COUNT,
 };
+
+/* counter index + 1 into struct sess_stats; 0 = none */
+#define CTR(f) (uint8_t)(offsetof(struct sess_stats, f) / sizeof(uint64_t) + 1)
+
+/* Reply flags. */
+#define RF_HOST    0x1u /* "CODE ESC <host> text" (Postfix's 421 wording) */
+#define RF_NOERROR 0x2u /* 4xx/5xx that does not count towards max_errors */
 
 struct reply_def {
 	const char *code; /* "250" */
 	const char *esc;  /* "2.0.0" or NULL */
 	const char *text;
+	uint8_t ctr;   /* CTR(field) or 0 */
+	uint8_t flags; /* RF_* */
 };
 
 static const struct reply_def reply_table[R_COUNT] = {
-    [R_OK] = {"250", "2.0.0", "Ok"},
-    [R_MAIL_OK] = {"250", "2.1.0", "Ok"},
-    [R_RCPT_OK] = {"250", "2.1.5", "Ok"},
+    [R_OK] = {"250", "2.0.0", "Ok", 0, 0},
+    [R_QUEUED] = {"250", "2.0.0", "Ok: queued as ", 0, 0},
+    [R_CHUNK_OK] = {"250", "2.0.0", "Ok: ", 0, 0},
+    /* RFC 5321 3.5.3: 252 "cannot verify, but will accept" */
+    [R_VRFY] = {"252", "2.0.0", "", 0, 0},
+    [R_MAIL_OK] = {"250", "2.1.0", "Ok", 0, 0},
+    [R_RCPT_OK] = {"250", "2.1.5", "Ok", 0, 0},
     /* 354 is an intermediate reply; Postfix sends it without a code. */
-    [R_DATA_GO] = {"354", NULL, "End data with <CR><LF>.<CR><LF>"},
-    [R_BYE] = {"221", "2.0.0", "Bye"},
+    [R_DATA_GO] = {"354", NULL, "End data with <CR><LF>.<CR><LF>", 0, 0},
+    [R_BYE] = {"221", "2.0.0", "Bye", 0, 0},
     /* RFC 5321 4.1.1.8: HELP answers 211/214. */
-    [R_HELP] = {"214", "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"},
-    [R_NEED_HELO] = {"503", "5.5.1", "Error: send HELO/EHLO first"},
-    [R_NESTED_MAIL] = {"503", "5.5.1", "Error: nested MAIL command"},
-    [R_NEED_MAIL] = {"503", "5.5.1", "Error: need MAIL command"},
+    [R_HELP] = {"214", "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+                0, 0},
+    [R_NEED_HELO] = {"503", "5.5.1", "Error: send HELO/EHLO first", CTR(err_sequence), 0},
+    [R_NESTED_MAIL] = {"503", "5.5.1", "Error: nested MAIL command", CTR(err_sequence), 0},
+    [R_NEED_MAIL] = {"503", "5.5.1", "Error: need MAIL command", CTR(err_sequence), 0},
     /* RFC 5321 3.3 allows 503 or 554 for DATA without a valid RCPT. */
-    [R_NEED_RCPT] = {"503", "5.5.1", "Error: need RCPT command"},
+    [R_NEED_RCPT] = {"503", "5.5.1", "Error: need RCPT command", CTR(err_sequence), 0},
     /* RFC 3030 2: DATA and BDAT must not be mixed in one transaction. */
-    [R_DATA_AFTER_BDAT] = {"503", "5.5.1", "Error: DATA after BDAT"},
-    [R_BAD_SYNTAX] = {"500", "5.5.2", "Error: bad syntax"},
-    [R_BAD_SIZE] = {"501", "5.5.4", "Bad message size syntax"},
-    [R_BAD_BODY] = {"501", "5.5.4", "Bad BODY keyword syntax"},
-    [R_BAD_SENDER] = {"501", "5.1.7", "Bad sender address syntax"},
-    [R_BAD_RCPT] = {"501", "5.1.3", "Bad recipient address syntax"},
+    [R_DATA_AFTER_BDAT] = {"503", "5.5.1", "Error: DATA after BDAT", CTR(err_sequence), 0},
+    [R_BAD_SYNTAX] = {"500", "5.5.2", "Error: bad syntax", CTR(err_syntax), 0},
+    [R_USAGE] = {"501", "5.5.4", "Syntax: ", CTR(err_syntax), 0},
+    /* RFC 1869 6: unknown MAIL/RCPT parameter */
+    [R_BAD_PARAM] = {"555", "5.5.4", "Unsupported option: ", CTR(err_syntax), 0},
+    [R_BAD_SIZE] = {"501", "5.5.4", "Bad message size syntax", CTR(err_syntax), 0},
+    [R_BAD_BODY] = {"501", "5.5.4", "Bad BODY keyword syntax", CTR(err_syntax), 0},
+    [R_BAD_SENDER] = {"501", "5.1.7", "Bad sender address syntax", CTR(err_syntax), 0},
+    [R_BAD_RCPT] = {"501", "5.1.3", "Bad recipient address syntax", CTR(err_syntax), 0},
     /* RFC 1870 6.1: declared size over the fixed limit. */
-    [R_SIZE_LIMIT] = {"552", "5.3.4", "Message size exceeds fixed limit"},
-    /* RFC 5321 4.5.3.1.10: 452 keeps the transaction for the others. */
-    [R_TOO_MANY_RCPT] = {"452", "4.5.3", "Error: too many recipients"},
+    [R_SIZE_LIMIT] = {"552", "5.3.4", "Message size exceeds fixed limit", CTR(err_size), 0},
+    /* RFC 5321 4.5.3.1.10: 452 keeps the transaction for the others; like
+     * Postfix, the first rcpt_overshoot of them are not session errors. */
+    [R_TOO_MANY_RCPT] = {"452", "4.5.3", "Error: too many recipients", CTR(err_rcpt_limit),
+                         RF_NOERROR},
+    [R_TOO_MANY_RCPT_OVER] = {"452", "4.5.3", "Error: too many recipients", CTR(err_rcpt_limit), 0},
     /* RFC 6531 3.5 */
-    [R_UTF8] = {"553", "5.6.7", "Must declare SMTPUTF8 to send unicode address"},
-    [R_TOO_BIG] = {"552", "5.3.4", "Error: message file too big"},
+    [R_UTF8] = {"553", "5.6.7", "Must declare SMTPUTF8 to send unicode address", CTR(err_utf8), 0},
+    [R_TOO_BIG] = {"552", "5.3.4", "Error: message file too big", CTR(err_size), 0},
     /* As Postfix smtpd_forbid_bare_newline = reject (RFC 5321 2.3.8). */
-    [R_BARE_LF] = {"550", "5.5.2", "Error: bare <LF> received"},
-    [R_BARE_CR] = {"500", "5.5.2", "Error: bare <CR> or NUL in command"},
-    [R_UNKNOWN] = {"500", "5.5.2", "Error: command not recognized"},
-    [R_NOT_IMPL] = {"502", "5.5.1", "Error: command not implemented"},
+    [R_BARE_LF] = {"550", "5.5.2", "Error: bare <LF> received", CTR(err_bare_lf), 0},
+    [R_BARE_CR] = {"500", "5.5.2", "Error: bare <CR> or NUL in command", CTR(err_syntax), 0},
+    [R_UNKNOWN] = {"500", "5.5.2", "Error: command not recognized", CTR(err_unknown), 0},
+    [R_NOT_IMPL] = {"502", "5.5.1", "Error: command not implemented", CTR(err_unknown), 0},
     /* RFC 5321 4.5.3.1.4 / 4.5.3.1.9 */
-    [R_TOO_LONG] = {"500", "5.5.2", "Error: command too long"},
-    [R_BDAT_SYNTAX] = {"501", "5.5.4", "Syntax: BDAT count [LAST]"},
-    [R_BDAT_OFF] = {"521", "5.5.1", "Error: CHUNKING not enabled"},
-    [R_BDAT_TOO_BIG] = {"552", "5.3.4", "Chunk exceeds message size limit"},
-    /* RFC 3030 2: chunks after a failed one are read and discarded. */
-    [R_BDAT_DISCARD] = {"551", "5.0.0", "Error: chunk discarded after earlier error"},
+    [R_TOO_LONG] = {"500", "5.5.2", "Error: command too long", CTR(err_too_long), 0},
+    [R_BDAT_SYNTAX] = {"501", "5.5.4", "Syntax: BDAT count [LAST]", CTR(err_syntax), 0},
+    /* RFC 3030 4: BDAT without CHUNKING offered; the framing is unknowable. */
+    [R_BDAT_OFF] = {"521", "5.5.1", "Error: CHUNKING not enabled", CTR(err_unknown), 0},
+    [R_BDAT_TOO_BIG] = {"552", "5.3.4", "Chunk exceeds message size limit", CTR(err_size), 0},
+    /* RFC 3030 2: chunks after a failed one are read and discarded; the
+     * failure itself was counted with the chunk that caused it. */
+    [R_BDAT_DISCARD] = {"551", "5.0.0", "Error: chunk discarded after earlier error", 0, 0},
+    [R_421_ERRORS] = {"421", "4.7.0", "Error: too many errors", CTR(err_limit_close),
+                      RF_HOST | RF_NOERROR},
+    /* RFC 5321 4.5.3.2.7; wording as Postfix smtpd. */
+    [R_421_TIMEOUT] = {"421", "4.4.2", "Error: timeout exceeded", CTR(timeouts),
+                       RF_HOST | RF_NOERROR},
+    [R_421_SHUTDOWN] = {"421", "4.3.2", "Service shutting down", CTR(shutdowns),
+                        RF_HOST | RF_NOERROR},
+};
+
+const char *const sess_counter_names[] = {
+#define SESS_X_NAME(f, name, doc) name,
+    SESS_COUNTERS(SESS_X_NAME)
+#undef SESS_X_NAME
+};
+
+const char *const sess_counter_docs[] = {
+#define SESS_X_DOC(f, name, doc) doc,
+    SESS_COUNTERS(SESS_X_DOC)
+#undef SESS_X_DOC
 };
 
 /* Command flags. */
@@ -159,45 +211,43 @@ static void reply_head(struct sess *s, const struct reply_def *r, char sep)
 	put(s, h, n);
 }
 
-/* reply_count - count a 4xx/5xx reply towards the error limit. */
-static void reply_count(struct sess *s, const struct reply_def *r)
-{
-	if (r->code[0] == '4' || r->code[0] == '5')
-		s->errors++;
-}
-
-static void reply(struct sess *s, enum reply_id id)
+/* reply_open - code, enhanced code, [host,] text; bumps the reply's counter
+ * and, for 4xx/5xx, the session's error count (Postfix hard_error_limit).
+ * The caller may append more text, then calls reply_close(). */
+static void reply_open(struct sess *s, enum reply_id id)
 {
 	const struct reply_def *r = &reply_table[id];
 
 	reply_head(s, r, ' ');
+	if (r->flags & RF_HOST) {
+		puts_(s, s->cfg->hostname);
+		put(s, " ", 1);
+	}
 	puts_(s, r->text);
-	put(s, crlf, 2);
-	reply_count(s, r);
+	if (r->ctr)
+		((uint64_t *)s->stats)[r->ctr - 1]++;
+	if ((r->code[0] == '4' || r->code[0] == '5') && !(r->flags & RF_NOERROR))
+		s->errors++;
 }
 
-/* reply_syntax - "501 5.5.4 Syntax: <usage>" */
-static void reply_syntax(struct sess *s, const char *usage)
+static inline void reply_close(struct sess *s)
 {
-	static const struct reply_def r = {"501", "5.5.4", "Syntax: "};
-
-	reply_head(s, &r, ' ');
-	puts_(s, r.text);
-	puts_(s, usage);
 	put(s, crlf, 2);
-	reply_count(s, &r);
 }
 
-/* reply_host - "CODE ESC <host> text" for the 421 family (Postfix wording). */
-static void reply_host(struct sess *s, const char *code, const char *esc, const char *text)
+static void reply(struct sess *s, enum reply_id id)
 {
-	const struct reply_def r = {code, esc, ""};
+	reply_open(s, id);
+	reply_close(s);
+}
 
-	reply_head(s, &r, ' ');
-	puts_(s, s->cfg->hostname);
-	put(s, " ", 1);
-	puts_(s, text);
-	put(s, crlf, 2);
+/* reply_arg - a reply that names something the client sent (bounded so the
+ * line stays inside RFC 5321 4.5.3.1.5's 512 octets). */
+static void reply_arg(struct sess *s, enum reply_id id, const char *arg, size_t n)
+{
+	reply_open(s, id);
+	put(s, arg, n > 64 ? 64 : n);
+	reply_close(s);
 }
 
 /* put_hex - fixed-width upper-case hex, for queue ids. */
@@ -229,15 +279,13 @@ static void put_u64(struct sess *s, uint64_t v)
  * (worker number in the top 16 bits, the worker's counter below). */
 static void reply_queued(struct sess *s, bool noted)
 {
-	static const struct reply_def r = {"250", "2.0.0", "Ok: queued as "};
 	uint64_t id = ((uint64_t)s->id_prefix << 48) | (++*s->id_seq & 0xffffffffffffULL);
 
-	reply_head(s, &r, ' ');
-	puts_(s, r.text);
+	reply_open(s, R_QUEUED);
 	put_hex(s, id, 16);
 	if (noted)
 		puts_(s, " (bare <LF> received)");
-	put(s, crlf, 2);
+	reply_close(s);
 }
 
 /* --- small parsing helpers ------------------------------------------- */
@@ -286,24 +334,35 @@ static bool parse_u64(const char *p, size_t n, uint64_t *out)
 
 enum path_res { PATH_OK, PATH_SYNTAX, PATH_UTF8 };
 
+/* What RFC 5321 4.1.2 does not allow but Postfix (strict_rfc821_envelopes
+ * = no) and this sink accept unless --strict: */
+#define PATH_LENIENT_NOBRACKETS 0x1u /* "MAIL FROM:a@b" without <> */
+#define PATH_LENIENT_SPACE      0x2u /* "MAIL FROM: <a@b>", space before the path */
+
 /* parse_path - RFC 5321 4.1.2 Reverse-path / Forward-path, leniently: "<...>"
- * (source routes and quoted local parts allowed) or, like Postfix with
- * strict_rfc821_envelopes=no, a bare address up to the first space.  No
- * controls, no unquoted spaces.  Sets *end past the path, *empty for "<>",
- * *utf8 when octets >= 0x80 appear (RFC 6531 needs SMTPUTF8 for those). */
-static enum path_res parse_path(const char *p, size_t n, size_t *end, bool *empty, bool *utf8)
+ * (source routes and quoted local parts allowed) or a bare address up to the
+ * first space.  No controls, no unquoted spaces.  Sets *end past the path,
+ * *empty for "<>", *utf8 when octets >= 0x80 appear (RFC 6531 needs SMTPUTF8
+ * for those) and *lenient to PATH_LENIENT_* bits. */
+static enum path_res parse_path(const char *p, size_t n, size_t *end, bool *empty, bool *utf8,
+                                unsigned *lenient)
 {
 	size_t i = 0;
 	bool quoted = false, bracket;
 
 	*utf8 = false;
-	while (i < n && p[i] == ' ') /* "FROM: <a>" is common; Postfix allows it */
+	*lenient = 0;
+	while (i < n && p[i] == ' ')
 		i++;
+	if (i)
+		*lenient |= PATH_LENIENT_SPACE;
 	if (i == n)
 		return PATH_SYNTAX;
 	bracket = p[i] == '<';
 	if (bracket)
 		i++;
+	else
+		*lenient |= PATH_LENIENT_NOBRACKETS;
 	size_t start = i;
 	for (; i < n; i++) {
 		unsigned char c = (unsigned char)p[i];
@@ -380,6 +439,7 @@ static void tx_reset(struct sess *s)
 	if (s->state != SESS_ST_INIT && s->state != SESS_ST_CLOSING)
 		s->state = SESS_ST_READY;
 	s->nrcpt = 0;
+	s->nrcpt_refused = 0;
 	s->tx_smtputf8 = 0;
 	s->tx_failed = 0;
 	s->tx_bdat = 0;
@@ -398,6 +458,30 @@ static void content_end(struct sess *s, bool accepted)
 {
 	if (s->content_ops && s->content_ops->end)
 		s->content_ops->end(s->content_ctx, accepted);
+}
+
+/* may_start - the host's word on starting a transaction (server stopping). */
+static bool may_start(struct sess *s)
+{
+	return !s->policy_ops || !s->policy_ops->may_start ||
+	       s->policy_ops->may_start(s->content_ctx);
+}
+
+/* stop_session - 421 4.3.2 and close: the server is going down. */
+static void stop_session(struct sess *s)
+{
+	reply(s, R_421_SHUTDOWN);
+	s->state = SESS_ST_CLOSING;
+}
+
+/* message_done - after the reply to a message's end: a stopping server
+ * lets the message finish, then ends the session at once instead of
+ * accepting the next pipelined transaction. */
+static void message_done(struct sess *s)
+{
+	tx_reset(s);
+	if (!may_start(s))
+		stop_session(s);
 }
 
 static void accept_message(struct sess *s, uint64_t size, bool noted)
@@ -476,11 +560,24 @@ static void proceed_ehlo(struct sess *s, struct cmd_ctx *c)
 	}
 }
 
+/* lenient - RFC 5321 syntax only a tolerant server takes: refused with
+ * --strict, else accepted and counted. */
+static bool lenient(struct sess *s, unsigned bits)
+{
+	if (!bits)
+		return true;
+	if (s->cfg->strict)
+		return false;
+	s->stats->lenient_syntax++;
+	return true;
+}
+
 static int check_mail(struct sess *s, struct cmd_ctx *c)
 {
 	const char *p = c->arg, *e = c->arg + c->arglen, *k, *v;
 	size_t end, kl, vl;
 	bool empty, utf8, want_utf8 = false;
+	unsigned len_bits;
 	enum path_res pr;
 
 	if (s->state == SESS_ST_INIT)
@@ -488,10 +585,10 @@ static int check_mail(struct sess *s, struct cmd_ctx *c)
 	if (s->state != SESS_ST_READY)
 		return R_NESTED_MAIL;
 	if (!ieq_prefix(p, c->arglen, "from:"))
-		return 1000; /* usage */
+		return R_USAGE;
 	p += 5;
-	pr = parse_path(p, (size_t)(e - p), &end, &empty, &utf8);
-	if (pr == PATH_SYNTAX)
+	pr = parse_path(p, (size_t)(e - p), &end, &empty, &utf8, &len_bits);
+	if (pr == PATH_SYNTAX || (len_bits && s->cfg->strict))
 		return R_BAD_SENDER;
 	p += end;
 	c->n = 0;
@@ -512,20 +609,27 @@ static int check_mail(struct sess *s, struct cmd_ctx *c)
 		} else {
 			c->arg = k; /* name the offending option in the reply */
 			c->arglen = kl;
-			return 1001;
+			return R_BAD_PARAM;
 		}
 	}
 	if (utf8 && !want_utf8)
 		return R_UTF8;
 	c->flag = want_utf8;
+	c->n = len_bits;
 	return -1;
 }
 
 static void proceed_mail(struct sess *s, struct cmd_ctx *c)
 {
+	if (!may_start(s)) {
+		stop_session(s); /* no new transaction once the server is stopping */
+		return;
+	}
+	lenient(s, (unsigned)c->n);
 	s->state = SESS_ST_MAIL;
 	s->tx_smtputf8 = c->flag;
 	s->nrcpt = 0;
+	s->nrcpt_refused = 0;
 	s->tx_size = 0;
 	reply(s, R_MAIL_OK);
 }
@@ -535,30 +639,39 @@ static int check_rcpt(struct sess *s, struct cmd_ctx *c)
 	const char *p = c->arg, *e = c->arg + c->arglen, *k, *v;
 	size_t end, kl, vl;
 	bool empty, utf8;
+	unsigned len_bits;
 
 	if (s->state != SESS_ST_MAIL && s->state != SESS_ST_RCPT)
 		return R_NEED_MAIL;
 	if (!ieq_prefix(p, c->arglen, "to:"))
-		return 1000;
+		return R_USAGE;
 	p += 3;
-	if (parse_path(p, (size_t)(e - p), &end, &empty, &utf8) == PATH_SYNTAX || empty)
+	if (parse_path(p, (size_t)(e - p), &end, &empty, &utf8, &len_bits) == PATH_SYNTAX ||
+	    empty || (len_bits && s->cfg->strict))
 		return R_BAD_RCPT;
 	p += end;
 	if (next_param(&p, e, &k, &kl, &v, &vl)) {
 		c->arg = k; /* no DSN (RFC 3461) parameters are offered */
 		c->arglen = kl;
-		return 1001;
+		return R_BAD_PARAM;
 	}
 	if (utf8 && !s->tx_smtputf8)
 		return R_UTF8;
-	if (s->nrcpt >= s->cfg->max_rcpt)
-		return R_TOO_MANY_RCPT;
+	if (s->nrcpt >= s->cfg->max_rcpt) {
+		/* Postfix smtpd_recipient_overshoot_limit: a client that sends a
+		 * few too many is told 452 per extra recipient (RFC 5321
+		 * 4.5.3.1.10) and keeps its session; only far past the limit do
+		 * the extras count as errors. */
+		return s->nrcpt_refused < s->cfg->rcpt_overshoot ? R_TOO_MANY_RCPT
+		                                                 : R_TOO_MANY_RCPT_OVER;
+	}
+	c->n = len_bits;
 	return -1;
 }
 
 static void proceed_rcpt(struct sess *s, struct cmd_ctx *c)
 {
-	(void)c;
+	lenient(s, (unsigned)c->n);
 	s->state = SESS_ST_RCPT;
 	s->nrcpt++;
 	s->stats->rcpts++;
@@ -578,6 +691,10 @@ static int check_data(struct sess *s, struct cmd_ctx *c)
 static void proceed_data(struct sess *s, struct cmd_ctx *c)
 {
 	(void)c;
+	if (!may_start(s)) {
+		stop_session(s);
+		return;
+	}
 	s->state = SESS_ST_DATA;
 	reply(s, R_DATA_GO);
 	/* The DATA line's own CRLF counts: content starts at line start, so a
@@ -624,7 +741,9 @@ static enum reply_id bdat_verdict(struct sess *s, uint64_t n)
 		return R_NEED_RCPT;
 	if (s->tx_failed)
 		return R_BDAT_DISCARD;
-	if (s->cfg->max_size && (s->tx_size + n > s->cfg->max_size || s->tx_size + n < n))
+	/* The sum is checked for wrapping even without a limit: the client
+	 * chooses n (up to 20 digits). */
+	if (s->tx_size + n < n || (s->cfg->max_size && s->tx_size + n > s->cfg->max_size))
 		return R_BDAT_TOO_BIG;
 	return R_OK;
 }
@@ -634,6 +753,12 @@ static void bdat_finish(struct sess *s);
 static void proceed_bdat(struct sess *s, struct cmd_ctx *c)
 {
 	enum reply_id v = bdat_verdict(s, c->n);
+
+	if (!s->tx_bdat && !may_start(s)) {
+		/* Closing anyway, so the chunk's framing no longer matters. */
+		stop_session(s);
+		return;
+	}
 
 	if (s->state == SESS_ST_RCPT && !s->tx_bdat) {
 		s->tx_bdat = 1; /* from here on DATA is refused (RFC 3030 2) */
@@ -663,13 +788,12 @@ static void bdat_finish(struct sess *s)
 	if (v == R_OK) {
 		if (s->bdat_last) {
 			accept_message(s, s->tx_size, false);
-			tx_reset(s);
+			message_done(s);
 		} else {
-			static const struct reply_def r = {"250", "2.0.0", "Ok: "};
-			reply_head(s, &r, ' ');
-			puts_(s, r.text);
+			reply_open(s, R_CHUNK_OK);
 			put_u64(s, s->bdat_len);
-			puts_(s, " bytes\r\n");
+			puts_(s, " bytes");
+			reply_close(s);
 		}
 		return;
 	}
@@ -677,10 +801,9 @@ static void bdat_finish(struct sess *s)
 		reply(s, v);
 		return;
 	}
-	s->stats->err_size += (v == R_BDAT_TOO_BIG);
 	if (s->bdat_last) {
 		reject_message(s, v);
-		tx_reset(s);
+		message_done(s);
 	} else {
 		reply(s, v);
 	}
@@ -716,13 +839,12 @@ static void proceed_quit(struct sess *s, struct cmd_ctx *c)
 /* VRFY: RFC 5321 3.5.3 - 252 "cannot verify, but will accept". */
 static void proceed_vrfy(struct sess *s, struct cmd_ctx *c)
 {
-	static const struct reply_def r = {"252", "2.0.0", ""};
 	/* Keep the echo well inside the 512-octet reply line (4.5.3.1.5). */
 	size_t n = c->arglen > 256 ? 256 : c->arglen;
 
-	reply_head(s, &r, ' ');
+	reply_open(s, R_VRFY);
 	put(s, c->arg, n);
-	put(s, crlf, 2);
+	reply_close(s);
 }
 
 static void proceed_help(struct sess *s, struct cmd_ctx *c)
@@ -781,44 +903,6 @@ static const struct cmd_def *cmd_lookup(const char *p, size_t n)
 	return NULL;
 }
 
-/* count_error - bump the counter that matches a reply. */
-static void count_error(struct sess *s, int id)
-{
-	struct sess_stats *st = s->stats;
-
-	switch (id) {
-	case R_UNKNOWN:
-	case R_NOT_IMPL:
-		st->err_unknown++;
-		break;
-	case R_NEED_HELO:
-	case R_NESTED_MAIL:
-	case R_NEED_MAIL:
-	case R_NEED_RCPT:
-	case R_DATA_AFTER_BDAT:
-		st->err_sequence++;
-		break;
-	case R_SIZE_LIMIT:
-		st->err_size++;
-		break;
-	case R_TOO_MANY_RCPT:
-		st->err_rcpt_limit++;
-		break;
-	case R_UTF8:
-		st->err_utf8++;
-		break;
-	case R_TOO_LONG:
-		st->err_too_long++;
-		break;
-	case R_BARE_LF:
-		st->err_bare_lf++;
-		break;
-	default:
-		st->err_syntax++;
-		break;
-	}
-}
-
 /* on_line - one complete command line. more = input follows in this read. */
 static void on_line(struct sess *s, const struct scan_line *l, bool more)
 {
@@ -830,27 +914,23 @@ static void on_line(struct sess *s, const struct scan_line *l, bool more)
 	if (l->flags & SCAN_LINE_BARE_LF) {
 		s->stats->bare_lf_lines++;
 		if (s->cfg->bare_lf == SESS_BARE_LF_REJECT) {
-			count_error(s, R_BARE_LF);
 			reply(s, R_BARE_LF);
 			return;
 		}
 	}
 	if (l->flags & (SCAN_LINE_BARE_CR | SCAN_LINE_NUL)) {
 		s->stats->bare_cr += !!(l->flags & SCAN_LINE_BARE_CR);
-		count_error(s, R_BARE_CR);
 		reply(s, R_BARE_CR);
 		return;
 	}
 	if (l->len == 0) {
-		count_error(s, R_BAD_SYNTAX);
 		reply(s, R_BAD_SYNTAX);
 		return;
 	}
 	d = cmd_lookup(l->p, l->len);
 	if (!d) {
-		rc = (l->len == 8 && ieq(l->p, 8, "starttls")) ? R_NOT_IMPL : R_UNKNOWN;
-		count_error(s, rc);
-		reply(s, (enum reply_id)rc);
+		/* STARTTLS is the one common 8-letter verb: not offered, so 502. */
+		reply(s, (l->len == 8 && ieq(l->p, 8, "starttls")) ? R_NOT_IMPL : R_UNKNOWN);
 		return;
 	}
 	c.arg = l->len > 5 ? l->p + 5 : l->p + l->len;
@@ -859,28 +939,19 @@ static void on_line(struct sess *s, const struct scan_line *l, bool more)
 	c.flag = 0;
 	if ((d->flags & CMD_LAST) && more)
 		s->stats->pipelining_violations++; /* RFC 2920 3.1; counted, tolerated */
-	if ((d->flags & CMD_NOARGS) && c.arglen) {
-		count_error(s, R_BAD_SYNTAX);
-		reply_syntax(s, d->syntax);
-		return;
-	}
-	rc = d->check(s, &c);
+	rc = (d->flags & CMD_NOARGS) && c.arglen ? R_USAGE : d->check(s, &c);
 	if (rc < 0) {
 		d->proceed(s, &c);
 		return;
 	}
-	count_error(s, rc >= 1000 ? R_BAD_SYNTAX : rc);
-	if (rc == 1000 || (rc == R_BAD_SYNTAX && d->syntax)) {
-		reply_syntax(s, d->syntax);
-	} else if (rc == 1001) {
-		/* RFC 1869 6: unknown MAIL/RCPT parameter -> 555 */
-		static const struct reply_def r = {"555", "5.5.4", "Unsupported option: "};
-		size_t n = c.arglen > 64 ? 64 : c.arglen;
-		reply_head(s, &r, ' ');
-		puts_(s, r.text);
-		put(s, c.arg, n);
-		put(s, crlf, 2);
-		reply_count(s, &r);
+	if (rc == R_TOO_MANY_RCPT || rc == R_TOO_MANY_RCPT_OVER)
+		s->nrcpt_refused++;
+	if (rc == R_USAGE || (rc == R_BAD_SYNTAX && d->syntax)) {
+		reply_open(s, R_USAGE);
+		puts_(s, d->syntax);
+		reply_close(s);
+	} else if (rc == R_BAD_PARAM) {
+		reply_arg(s, R_BAD_PARAM, c.arg, c.arglen);
 	} else {
 		reply(s, (enum reply_id)rc);
 		if (rc == R_BDAT_SYNTAX || rc == R_BDAT_OFF)
@@ -900,23 +971,20 @@ static void end_data(struct sess *s)
 	s->state = SESS_ST_READY;
 	if (s->cfg->max_size && ds->octets > s->cfg->max_size) {
 		/* RFC 1870 6.2: too much data, session stays in sync. */
-		s->stats->err_size++;
 		reject_message(s, R_TOO_BIG);
 	} else if (bare && s->cfg->bare_lf == SESS_BARE_LF_REJECT) {
 		/* Postfix's delayed reject: read to the real end, then 550. */
-		s->stats->err_bare_lf++;
 		reject_message(s, R_BARE_LF);
 	} else {
 		accept_message(s, ds->octets, bare && s->cfg->bare_lf == SESS_BARE_LF_NOTE);
 	}
-	tx_reset(s);
+	message_done(s);
 }
 
 static void check_error_limit(struct sess *s)
 {
 	if (s->cfg->max_errors && s->errors >= s->cfg->max_errors && s->state != SESS_ST_CLOSING) {
-		s->stats->err_limit_close++;
-		reply_host(s, "421", esc_on(s) ? "4.7.0" : NULL, "Error: too many errors");
+		reply(s, R_421_ERRORS);
 		s->state = SESS_ST_CLOSING;
 	}
 }
@@ -956,6 +1024,7 @@ void sess_cfg_defaults(struct sess_cfg *cfg)
 	cfg->hostname = "smtpsink.localhost";
 	cfg->max_size = 10u * 1024 * 1024; /* like Postfix message_size_limit (~10 MB) */
 	cfg->max_rcpt = 1000;
+	cfg->rcpt_overshoot = 1000; /* Postfix smtpd_recipient_overshoot_limit */
 	cfg->line_max = 2048;
 	cfg->max_errors = 20;
 	cfg->ext = SESS_EXT_ALL;
@@ -1002,7 +1071,6 @@ size_t sess_feed(struct sess *s, const char *buf, size_t len, unsigned *act)
 				check_error_limit(s);
 			} else if (ev == SCAN_EV_TOO_LONG) {
 				s->stats->cmds++;
-				count_error(s, R_TOO_LONG);
 				reply(s, R_TOO_LONG);
 				check_error_limit(s);
 			}
@@ -1045,9 +1113,7 @@ unsigned sess_timeout(struct sess *s)
 {
 	if (s->state == SESS_ST_CLOSING)
 		return SESS_ACT_CLOSE;
-	s->stats->timeouts++;
-	/* RFC 5321 4.5.3.2.7; wording as Postfix smtpd. */
-	reply_host(s, "421", esc_on(s) ? "4.4.2" : NULL, "Error: timeout exceeded");
+	reply(s, R_421_TIMEOUT);
 	s->state = SESS_ST_CLOSING;
 	return SESS_ACT_CLOSE;
 }
@@ -1058,9 +1124,7 @@ unsigned sess_shutdown(struct sess *s, bool force)
 		return SESS_ACT_CLOSE;
 	if (sess_in_content(s) && !force)
 		return 0;
-	s->stats->shutdowns++;
-	reply_host(s, "421", esc_on(s) ? "4.3.2" : NULL, "Service shutting down");
-	s->state = SESS_ST_CLOSING;
+	stop_session(s);
 	return SESS_ACT_CLOSE;
 }
 

@@ -5,10 +5,14 @@
  * must equal NAME.ref byte for byte.  Each input is fed three ways - whole,
  * split in two at every offset, and one byte per call - and all must give
  * the same output, which proves replies do not depend on how TCP segments
- * the stream.  An optional first line "#! key=value ..." configures the
- * session and is not part of the input:
- *   max_size=N max_rcpt=N line_max=N max_errors=N hide=EXT[,EXT]
- *   bare_lf=normalize|note|reject
+ * the stream.  When NAME.counters exists, the session's non-zero counters
+ * (JSON names, "name=value" per line, in struct order) must equal it too.
+ * An optional first line "#! key=value ..." configures the session and is
+ * not part of the input:
+ *   max_size=N max_rcpt=N rcpt_overshoot=N line_max=N max_errors=N
+ *   hide=EXT[,EXT] bare_lf=normalize|note|reject strict=0|1
+ *   stop_after=N   (the host answers may_start "no" once N messages were
+ *                   accepted, as a stopping server does)
  * Usage: transcript DIR [--write]   (--write regenerates .ref files)
  */
 #include <dirent.h>
@@ -22,7 +26,20 @@
 struct run {
 	char *out;
 	size_t len;
+	struct sess_stats st;
 };
+
+static uint64_t stop_after; /* 0 = never */
+
+/* host_may_start - the policy a stopping server applies (see stop_after). */
+static bool host_may_start(void *ctx)
+{
+	const struct sess *s = ctx;
+
+	return !stop_after || s->stats->msgs < stop_after;
+}
+
+static const struct sess_policy_ops host_ops = {host_may_start};
 
 static char *slurp(const char *path, size_t *len)
 {
@@ -58,6 +75,12 @@ static int parse_opts(char *line, struct sess_cfg *cfg)
 			cfg->max_size = strtoull(v, NULL, 10);
 		else if (!strcmp(t, "max_rcpt"))
 			cfg->max_rcpt = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(t, "rcpt_overshoot"))
+			cfg->rcpt_overshoot = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(t, "strict"))
+			cfg->strict = strtoul(v, NULL, 10) != 0;
+		else if (!strcmp(t, "stop_after"))
+			stop_after = strtoull(v, NULL, 10);
 		else if (!strcmp(t, "line_max"))
 			cfg->line_max = (uint32_t)strtoul(v, NULL, 10);
 		else if (!strcmp(t, "max_errors"))
@@ -99,7 +122,6 @@ static void play(const struct sess_cfg *cfg, const char *in, size_t len, const s
                  size_t ncut, size_t step, struct run *r)
 {
 	struct sess s;
-	struct sess_stats st = {0};
 	struct obuf out;
 	uint64_t seq = 0;
 	char *carry = malloc(cfg->line_max);
@@ -108,7 +130,10 @@ static void play(const struct sess_cfg *cfg, const char *in, size_t len, const s
 	r->out = NULL;
 	r->len = 0;
 	obuf_init(&out);
-	sess_start(&s, cfg, &st, &out, carry, &seq, 0);
+	memset(&r->st, 0, sizeof(r->st));
+	sess_start(&s, cfg, &r->st, &out, carry, &seq, 0);
+	s.policy_ops = &host_ops;
+	s.content_ctx = &s;
 	drain(&out, r);
 	while (off < len && s.state != SESS_ST_CLOSING) {
 		size_t end = len, done = 0;
@@ -130,9 +155,30 @@ static void play(const struct sess_cfg *cfg, const char *in, size_t len, const s
 	free(carry);
 }
 
+/* same - equal output and counters; pipelining_violations is left out: it
+ * counts commands that had more input behind them in the same read, which
+ * depends on the split by definition. */
 static int same(const struct run *a, const struct run *b)
 {
-	return a->len == b->len && !memcmp(a->out, b->out, a->len);
+	struct sess_stats x = a->st, y = b->st;
+
+	x.pipelining_violations = y.pipelining_violations = 0;
+	return a->len == b->len && !memcmp(a->out, b->out, a->len) && !memcmp(&x, &y, sizeof(x));
+}
+
+/* counters_text - "name=value\n" for every non-zero counter. */
+static char *counters_text(const struct sess_stats *st, size_t *len)
+{
+	const uint64_t *v = (const uint64_t *)st;
+	char *p = malloc(4096);
+	size_t k = 0;
+
+	for (size_t i = 0; i < SESS_NCOUNTERS; i++)
+		if (v[i])
+			k += (size_t)snprintf(p + k, 4096 - k, "%s=%llu\n", sess_counter_names[i],
+			                      (unsigned long long)v[i]);
+	*len = k;
+	return p;
 }
 
 static int run_one(const char *dir, const char *name, int write)
@@ -152,6 +198,7 @@ static int run_one(const char *dir, const char *name, int write)
 	}
 	sess_cfg_defaults(&cfg);
 	cfg.hostname = "sink.test";
+	stop_after = 0;
 	if (len >= 2 && in[0] == '#' && in[1] == '!') {
 		char *nl = memchr(in, '\n', len);
 		if (!nl)
@@ -199,6 +246,25 @@ static int run_one(const char *dir, const char *name, int write)
 			fail = 1;
 		}
 		free(ref);
+	}
+	snprintf(path, sizeof(path), "%s/%s.counters", dir, name);
+	{
+		size_t clen, flen;
+		char *ctext = counters_text(&whole.st, &clen), *want = slurp(path, &flen);
+		if (write && want) {
+			FILE *f = fopen(path, "wb");
+			if (!f || fwrite(ctext, 1, clen, f) != clen)
+				fail = 1;
+			if (f)
+				fclose(f);
+		} else if (want && (flen != clen || memcmp(want, ctext, clen))) {
+			fprintf(stderr,
+			        "FAIL %s: counters differ\n--- got ---\n%.*s--- want ---\n%s", name,
+			        (int)clen, ctext, want);
+			fail = 1;
+		}
+		free(want);
+		free(ctext);
 	}
 	free(whole.out);
 	free(bytes.out);

@@ -48,10 +48,16 @@ struct sess_cfg {
 	const char *hostname; /* for 220/250/421 */
 	uint64_t max_size;    /* SIZE limit in octets; 0 = unlimited */
 	uint32_t max_rcpt;    /* recipients per transaction (RFC 5321 4.5.3.1.8) */
-	uint32_t line_max;    /* command line limit incl. CRLF (default 2048) */
-	uint32_t max_errors;  /* errors before 421 + close (Postfix hard_error_limit) */
-	uint32_t ext;         /* SESS_EXT_* advertised */
+	/* 452s past max_rcpt that do not count towards max_errors, as Postfix
+	 * smtpd_recipient_overshoot_limit (default 1000). */
+	uint32_t rcpt_overshoot;
+	uint32_t line_max;   /* command line limit incl. CRLF (default 2048) */
+	uint32_t max_errors; /* errors before 421 + close (Postfix hard_error_limit) */
+	uint32_t ext;        /* SESS_EXT_* advertised */
 	enum sess_bare_lf bare_lf;
+	/* strict: 501 for RFC 5321 syntax a tolerant server lets through (see
+	 * lenient_syntax in sess.c); otherwise it is accepted and counted. */
+	bool strict;
 };
 
 void sess_cfg_defaults(struct sess_cfg *cfg);
@@ -62,30 +68,45 @@ uint32_t sess_ext_by_name(const char *name);
 /* sess_bare_lf_by_name - "normalize" | "note" | "reject"; -1 when unknown. */
 int sess_bare_lf_by_name(const char *name);
 
-/* Counters, added up per worker (no locks: a worker owns its sessions). */
+/* Counters, added up per worker (no locks: a worker owns its sessions).
+ * One list drives the struct, the summary and the JSON report (and later
+ * Prometheus): X(field, "json name", "what it counts"). */
+#define SESS_COUNTERS(X)                                                                           \
+	X(sessions, "sessions", "sessions started (greeting sent)")                                \
+	X(msgs, "messages", "messages accepted with 250 at end of DATA / BDAT LAST")               \
+	X(msg_bytes, "message_bytes", "RFC 1870 size of accepted messages")                        \
+	X(rcpts, "recipients", "RCPTs accepted")                                                   \
+	X(cmds, "commands", "command lines processed")                                             \
+	X(rejected_msgs, "rejected_messages",                                                      \
+	  "messages refused at their end (size, bare LF, BDAT)")                                   \
+	X(err_unknown, "err_unknown", "500 command not recognized, 502 not implemented")           \
+	X(err_syntax, "err_syntax", "501/555, 500 bad syntax, bare CR or NUL in a command")        \
+	X(err_sequence, "err_sequence", "503 bad sequence of commands")                            \
+	X(err_size, "err_size", "552 message or chunk too big")                                    \
+	X(err_rcpt_limit, "err_rcpt_limit", "452 too many recipients")                             \
+	X(err_too_long, "err_too_long", "500 command line too long")                               \
+	X(err_bare_lf, "err_bare_lf", "550 5.5.2 bare LF rejections")                              \
+	X(err_utf8, "err_utf8", "553 5.6.7 non-ASCII address without SMTPUTF8")                    \
+	X(err_limit_close, "err_limit_close", "421 after too many errors")                         \
+	X(bare_lf_lines, "bare_lf_lines", "bare LF line endings seen (commands and content)")      \
+	X(bare_cr, "bare_cr", "bare CR octets seen")                                               \
+	X(long_body_lines, "long_body_lines", "content lines over 1000 octets (kept)")             \
+	X(pipelining_violations, "pipelining_violations",                                          \
+	  "commands queued behind a last-in-group command (RFC 2920 3.1)")                         \
+	X(lenient_syntax, "lenient_syntax", "MAIL/RCPT accepted only because --strict is off")     \
+	X(timeouts, "timeouts", "421 4.4.2 idle timeout")                                          \
+	X(shutdowns, "shutdown_421", "421 4.3.2 service shutting down")
+
 struct sess_stats {
-	uint64_t sessions;
-	uint64_t msgs;                  /* accepted with 250 at end of DATA / BDAT LAST */
-	uint64_t msg_bytes;             /* RFC 1870 size of accepted messages */
-	uint64_t rcpts;                 /* accepted RCPTs */
-	uint64_t cmds;                  /* command lines processed */
-	uint64_t rejected_msgs;         /* ended with 5xx (size, bare LF, BDAT errors) */
-	uint64_t err_unknown;           /* 500 command not recognized / 502 not implemented */
-	uint64_t err_syntax;            /* 501/555 */
-	uint64_t err_sequence;          /* 503 */
-	uint64_t err_size;              /* 552 */
-	uint64_t err_rcpt_limit;        /* 452 */
-	uint64_t err_too_long;          /* 500 command too long */
-	uint64_t err_bare_lf;           /* 550 5.5.2 bare LF rejections */
-	uint64_t err_utf8;              /* 553 5.6.7 */
-	uint64_t err_limit_close;       /* 421 too many errors */
-	uint64_t bare_lf_lines;         /* bare LF line endings seen (commands + data) */
-	uint64_t bare_cr;               /* bare CR octets seen */
-	uint64_t long_body_lines;       /* body lines over 1000 octets (counted, kept) */
-	uint64_t pipelining_violations; /* input queued behind a last-in-group cmd */
-	uint64_t timeouts;              /* 421 4.4.2 */
-	uint64_t shutdowns;             /* 421 4.3.2 */
+#define SESS_X_FIELD(f, name, doc) uint64_t f;
+	SESS_COUNTERS(SESS_X_FIELD)
+#undef SESS_X_FIELD
 };
+
+/* sess_counter_names / _docs - JSON names and descriptions in struct order. */
+extern const char *const sess_counter_names[];
+extern const char *const sess_counter_docs[];
+#define SESS_NCOUNTERS (sizeof(struct sess_stats) / sizeof(uint64_t))
 
 enum sess_state {
 	SESS_ST_INIT = 0, /* need HELO/EHLO */
@@ -110,10 +131,21 @@ struct sess_content_ops {
 	void (*end)(void *ctx, bool accepted);
 };
 
+/* Questions the session asks its host where a server-wide policy applies;
+ * NULL ops or NULL members mean "yes".  Called with content_ctx. */
+struct sess_policy_ops {
+	/* may_start - may a new transaction begin (MAIL, or DATA/BDAT that would
+	 * start content)?  false: the server is stopping; the session answers
+	 * 421 4.3.2 and closes.  Also asked after each message ends, so a
+	 * stopping server closes the session right after its reply. */
+	bool (*may_start)(void *ctx);
+};
+
 struct sess {
 	const struct sess_cfg *cfg;
 	const struct sess_content_ops *content_ops;
-	void *content_ctx;
+	const struct sess_policy_ops *policy_ops;
+	void *content_ctx;        /* for content_ops and policy_ops */
 	struct sess_stats *stats; /* shared by the worker's sessions */
 	struct obuf *out;
 	uint64_t *id_seq;   /* worker's queue-id counter */
@@ -128,6 +160,7 @@ struct sess {
 	uint8_t bdat_prev_state; /* state to return to after the chunk */
 	uint16_t tx_fail_reason; /* which reply to give at end of content */
 	uint32_t nrcpt;
+	uint32_t nrcpt_refused; /* 452s for too many recipients in this transaction */
 	uint32_t errors;
 	uint64_t tx_size;  /* octets received in this transaction */
 	uint64_t bdat_len; /* size of the current chunk */
@@ -151,7 +184,8 @@ size_t sess_feed(struct sess *s, const char *buf, size_t len, unsigned *act);
 unsigned sess_timeout(struct sess *s);
 
 /* sess_shutdown - server going down: 421 4.3.2 and close, unless the session
- * is inside DATA/BDAT (then returns 0 and the caller retries later). */
+ * is inside DATA/BDAT and !force (then returns 0: the message may finish and
+ * the session closes right after its reply, see may_start). */
 unsigned sess_shutdown(struct sess *s, bool force);
 
 /* sess_in_content - true while receiving DATA or BDAT content. */

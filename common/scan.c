@@ -45,7 +45,6 @@ static const char *eol_scalar(const char *p, const char *e);
 static skip_fn data_skip; /* NULL: pure scalar */
 static eol_fn find_eol = eol_scalar;
 static enum scan_impl cur_impl = SCAN_IMPL_SCALAR;
-static int impl_chosen;
 
 /* --- command mode ------------------------------------------------------- */
 
@@ -57,10 +56,16 @@ static const char *eol_scalar(const char *p, const char *e)
 	return e;
 }
 
+/* scan_pick_default - the best implementation, chosen once at load time:
+ * choosing lazily in scan_init() would write these globals from whichever
+ * worker thread gets there first (a data race). */
+__attribute__((constructor)) static void scan_pick_default(void)
+{
+	scan_set_impl(SCAN_IMPL_AUTO);
+}
+
 void scan_init(struct scan_state *st, char *carry, uint32_t line_max)
 {
-	if (!impl_chosen)
-		scan_set_impl(SCAN_IMPL_AUTO);
 	memset(st, 0, sizeof(*st));
 	st->mode = SCAN_MODE_CMD;
 	st->carry = carry;
@@ -531,7 +536,6 @@ int scan_set_impl(enum scan_impl impl)
 	impl = SCAN_IMPL_SCALAR;
 #endif
 	cur_impl = impl;
-	impl_chosen = 1;
 	return 0;
 }
 

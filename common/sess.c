@@ -487,6 +487,7 @@ static void message_done(struct sess *s)
 static void accept_message(struct sess *s, uint64_t size, bool noted)
 {
 	s->stats->msgs++;
+	s->msgs++;
 	s->stats->msg_bytes += size;
 	content_end(s, true);
 	reply_queued(s, noted);

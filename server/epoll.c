@@ -1,15 +1,16 @@
 /*
  * epoll.c - smtpsink's epoll backend, for where io_uring is blocked
  * (Docker's default seccomp profile, kernel.io_uring_disabled) or when
- * --io epoll is asked for.  Same sessions, same worker logic (worker.c).
+ * --io epoll is asked for.  It only moves bytes; connection state, deadlines
+ * and backpressure are conn.c's and worker.c's.
  *
  * Each worker has its own epoll instance with every listener registered
  * EPOLLEXCLUSIVE, so an incoming connection wakes one worker, which accepts
- * it and keeps it: no acceptor thread, no cross-thread queue.  Connections
- * are edge-triggered; a worker reads a socket until EAGAIN into one
- * per-worker buffer (the session copies nothing but a straddling command
- * line), then sends every dirty connection's replies once per epoll_wait
- * batch.
+ * it and keeps it: no acceptor thread, no cross-thread queue.  Sockets are
+ * edge-triggered; the backend remembers "readable"/"writable" until a call
+ * returns EAGAIN, and sync() reads and writes as far as the connection
+ * wants, into one per-worker receive buffer (the session copies nothing but
+ * a straddling command line).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,21 +21,37 @@
 
 #include "server.h"
 
-#define RBUF_SIZE  (64 * 1024)
-#define MAX_EVENTS 256
-#define LISTEN_TAG 1ull /* epoll data: listener index << 1 | 1; conns are pointers */
+#define RBUF_SIZE      (64 * 1024)
+#define MAX_EVENTS     256
+#define READS_PER_SYNC 16   /* then let other connections have a turn */
+#define TAG_LISTEN     1ull /* epoll data: (index << 2) | tag; conns are pointers */
+#define TAG_WAKE       2ull
 
 struct epoll_worker {
 	int ep;
 	bool listening;
 	uint64_t relisten_ns; /* accept paused after EMFILE/ENFILE until then */
+	char *rbuf;
 };
+
+/* Per-connection backend state in conn.io. */
+struct econn {
+	uint8_t readable; /* an edge said so and no read has hit EAGAIN since */
+	uint8_t writable;
+	uint8_t registered;
+};
+
+static inline struct econn *EC(struct conn *c)
+{
+	_Static_assert(sizeof(struct econn) <= CONN_IO_BYTES, "conn.io too small");
+	return (struct econn *)(void *)c->io.bytes;
+}
 
 static void listeners_ctl(struct epoll_worker *e, struct server *srv, int op)
 {
 	for (int i = 0; i < srv->cfg.nlisten; i++) {
 		struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
-		                         .data.u64 = ((uint64_t)i << 1) | LISTEN_TAG};
+		                         .data.u64 = ((uint64_t)i << 2) | TAG_LISTEN};
 		if (srv->cfg.listen[i].fd >= 0)
 			epoll_ctl(e->ep, op, srv->cfg.listen[i].fd, &ev);
 	}
@@ -45,7 +62,7 @@ static void do_accept(struct epoll_worker *e, struct worker *w, int lfd)
 {
 	struct server *srv = w->srv;
 
-	for (int k = 0; k < 64; k++) {
+	for (int k = 0; k < 64 && e->listening; k++) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOMEM ||
@@ -54,188 +71,172 @@ static void do_accept(struct epoll_worker *e, struct worker *w, int lfd)
 				 * spin; step back for 100 ms and let closes free some. */
 				atomic_fetch_add(&srv->accept_errors, 1);
 				listeners_ctl(e, srv, EPOLL_CTL_DEL);
-				e->relisten_ns = now_ns() + 100ull * 1000 * 1000;
+				e->relisten_ns = w->now + 100ull * 1000 * 1000;
 			}
 			return;
 		}
-		if (server_over_limit(srv)) {
-			atomic_fetch_add(&srv->rejected, 1);
+		if (!server_admit(srv)) {
 			reject_busy(srv, fd);
 			continue;
 		}
-		struct conn *c = conn_new(w, fd);
-		if (!c) {
-			close(fd);
-			atomic_fetch_sub(&srv->conns, 1);
+		struct conn *c = conn_open(w, fd);
+		if (!c)
 			continue;
-		}
+		struct econn *ec = EC(c);
 		struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
 		                         .data.ptr = c};
-		if (epoll_ctl(e->ep, EPOLL_CTL_ADD, fd, &ev)) {
-			c->dead = 1;
-			conn_mark_dirty(c);
-		}
+		ec->writable = 1; /* a new socket has room for the greeting */
+		if (epoll_ctl(e->ep, EPOLL_CTL_ADD, fd, &ev) == 0)
+			ec->registered = 1;
+		else
+			conn_error(c, errno);
 	}
 }
 
-/* feed_held - input kept from an earlier read while replies drained. */
-static void feed_held(struct conn *c)
+static bool ep_sync(struct worker *w, struct conn *c)
 {
-	size_t n = c->held_count - c->held_off;
-	size_t k = conn_input(c, c->held + c->held_off, n);
+	struct epoll_worker *e = w->backend;
+	struct econn *ec = EC(c);
+	bool again = false;
 
-	c->held_off += (uint32_t)k;
-	if (c->held_off == c->held_count) {
-		free(c->held);
-		c->held = NULL;
-		c->held_off = c->held_count = 0;
-	}
-}
-
-/* do_read - drain the socket (edge-triggered) unless reading is paused. */
-static void do_read(struct worker *w, struct conn *c)
-{
-	if (c->held && !c->read_paused)
-		feed_held(c);
-	while (!c->closing && !c->dead && !c->read_paused && !c->held) {
-		ssize_t n = recv(c->fd, w->rbuf, RBUF_SIZE, 0);
-		if (n > 0) {
-			size_t k = conn_input(c, w->rbuf, (size_t)n);
-			if (k < (size_t)n) {
-				/* Backpressure: keep the tail (one read, <= 64 KiB)
-				 * until the client has read its replies. */
-				c->held = malloc((size_t)n - k);
-				if (!c->held) {
-					c->dead = 1;
-					break;
-				}
-				memcpy(c->held, w->rbuf + k, (size_t)n - k);
-				c->held_count = (uint32_t)((size_t)n - k);
-				c->held_off = 0;
-			}
-			continue;
-		}
-		if (n == 0) {
-			conn_peer_eof(c);
-		} else if (errno == EINTR) {
-			continue;
-		} else if (errno != EAGAIN) {
-			w->st.io_errors++;
-			c->dead = 1;
-			conn_mark_dirty(c);
-		}
-		break;
-	}
-}
-
-static void do_write(struct worker *w, struct conn *c)
-{
-	while (obuf_pending(&c->out) && !c->dead) {
-		ssize_t n = send(c->fd, c->out.p + c->out.off, obuf_pending(&c->out), MSG_NOSIGNAL);
-		if (n > 0) {
-			if ((size_t)n < obuf_pending(&c->out))
-				w->st.short_sends++;
-			obuf_consume(&c->out, (size_t)n);
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
-			return; /* EPOLLOUT (edge) tells us when to go on */
-		w->st.io_errors++;
-		c->dead = 1;
-	}
-	if (c->read_paused && obuf_pending(&c->out) < OBUF_SOFT_MAX / 2 && !c->closing) {
-		/* Backlog drained: resume, and read what arrived meanwhile (the
-		 * edge for it has already passed). */
-		c->read_paused = 0;
-		do_read(w, c);
-		if (obuf_pending(&c->out))
-			conn_mark_dirty(c);
-	}
-}
-
-static void flush_dirty(struct worker *w)
-{
-	while (w->dirty) {
-		struct conn *c = w->dirty;
-		w->dirty = c->dirty_next;
-		c->in_dirty = 0;
-		do_write(w, c);
-		if (c->in_dirty)
-			continue; /* re-queued by a resumed read; handled this pass */
-		if (c->dead || (c->closing && !obuf_pending(&c->out))) {
-			close(c->fd); /* also removes it from the epoll set */
-			free(c->held);
-			c->held = NULL;
-			conn_release(c);
-		}
-	}
-}
-
-static void *worker_main(void *arg)
-{
-	struct worker *w = arg;
-	struct server *srv = w->srv;
-	struct epoll_worker e = {.ep = epoll_create1(EPOLL_CLOEXEC)};
-	struct epoll_event evs[MAX_EVENTS];
-	uint64_t next_tick = 0;
-
-	w->rbuf = malloc(RBUF_SIZE);
-	if (e.ep < 0 || !w->rbuf) {
-		fprintf(stderr, "smtpsink: worker %d: epoll setup: %s\n", w->id, strerror(errno));
-		atomic_store(&w->ready, -1);
-		return NULL;
-	}
-	w->backend = &e;
-	listeners_ctl(&e, srv, EPOLL_CTL_ADD);
-	atomic_store(&w->ready, 1);
-
-	for (;;) {
-		uint64_t now = now_ns();
-		int phase = atomic_load_explicit(&srv->stop_phase, memory_order_relaxed);
-
-		if (phase >= 1 && e.listening)
-			listeners_ctl(&e, srv, EPOLL_CTL_DEL);
-		if (phase == 0 && !e.listening && now >= e.relisten_ns)
-			listeners_ctl(&e, srv, EPOLL_CTL_ADD);
-		if (now >= next_tick) {
-			next_tick = now + worker_tick(w, now);
-			flush_dirty(w);
-			if (worker_done(w) || phase >= 3)
-				break;
-		}
-		int timeout = (int)((next_tick - now) / 1000000) + 1;
-		int n = epoll_wait(e.ep, evs, MAX_EVENTS, timeout);
-		for (int i = 0; i < n; i++) {
-			uint64_t d = evs[i].data.u64;
-			if (d & LISTEN_TAG) {
-				do_accept(&e, w, srv->cfg.listen[d >> 1].fd);
+	for (int reads = 0; c->state != CONN_CLOSED;) {
+		while (ec->writable && obuf_pending(&c->out) && c->state != CONN_CLOSED) {
+			size_t want = obuf_pending(&c->out);
+			ssize_t n = send(c->fd, c->out.p + c->out.off, want, MSG_NOSIGNAL);
+			if (n > 0) {
+				if ((size_t)n < want)
+					w->st.short_sends++;
+				conn_sent(c, (size_t)n);
+			} else if (n < 0 && errno == EINTR) {
 				continue;
+			} else if (n < 0 && errno == EAGAIN) {
+				ec->writable = 0; /* EPOLLOUT (edge) says when to go on */
+			} else {
+				conn_error(c, n < 0 ? errno : EPIPE);
 			}
-			struct conn *c = evs[i].data.ptr;
-			if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-				do_read(w, c);
-			if (evs[i].events & EPOLLOUT)
-				conn_mark_dirty(c);
 		}
-		w->st.loops++;
-		flush_dirty(w);
-		server_note_msgs(w);
+		if (c->state == CONN_CLOSED || !ec->readable || !conn_wants_input(c))
+			break;
+		if (reads++ == READS_PER_SYNC) {
+			again = true; /* fairness: more next turn */
+			break;
+		}
+		ssize_t n = recv(c->fd, e->rbuf, conn_bulk(c) ? RBUF_SIZE : CONN_RECV_SMALL, 0);
+		if (n > 0) {
+			conn_input(c, e->rbuf, (size_t)n);
+		} else if (n == 0) {
+			ec->readable = 0;
+			conn_eof(c);
+		} else if (errno == EAGAIN) {
+			ec->readable = 0;
+		} else if (errno != EINTR) {
+			conn_error(c, errno);
+		}
 	}
-	worker_publish(w);
-	close(e.ep);
-	w->backend = NULL;
-	return NULL;
+	if (c->state == CONN_CLOSED) {
+		if (c->rst)
+			conn_set_socket_reset(c->fd);
+		close(c->fd); /* also leaves the epoll set */
+		c->fd = -1;
+		conn_release(c);
+		return false;
+	}
+	return again;
 }
+
+static int ep_init(struct worker *w)
+{
+	struct epoll_worker *e = calloc(1, sizeof(*e));
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_WAKE};
+
+	if (!e)
+		return -ENOMEM;
+	e->ep = epoll_create1(EPOLL_CLOEXEC);
+	e->rbuf = malloc(RBUF_SIZE);
+	if (e->ep < 0 || !e->rbuf || w->wake_fd < 0 ||
+	    epoll_ctl(e->ep, EPOLL_CTL_ADD, w->wake_fd, &ev)) {
+		int err = errno ? errno : ENOMEM;
+		if (e->ep >= 0)
+			close(e->ep);
+		free(e->rbuf);
+		free(e);
+		return -err;
+	}
+	w->backend = e;
+	if (!atomic_load(&w->srv->stop_phase))
+		listeners_ctl(e, w->srv, EPOLL_CTL_ADD);
+	return 0;
+}
+
+static void ep_fini(struct worker *w)
+{
+	struct epoll_worker *e = w->backend;
+
+	close(e->ep);
+	free(e->rbuf);
+	free(e);
+	w->backend = NULL;
+}
+
+static void ep_stop_accepting(struct worker *w)
+{
+	struct epoll_worker *e = w->backend;
+
+	if (e->listening)
+		listeners_ctl(e, w->srv, EPOLL_CTL_DEL);
+	e->relisten_ns = UINT64_MAX;
+}
+
+static void ep_wait(struct worker *w, uint64_t timeout_ns)
+{
+	struct epoll_worker *e = w->backend;
+	struct epoll_event evs[MAX_EVENTS];
+	int timeout = (int)((timeout_ns + 999999) / 1000000);
+	int n;
+
+	if (!e->listening && w->now >= e->relisten_ns)
+		listeners_ctl(e, w->srv, EPOLL_CTL_ADD);
+	n = epoll_wait(e->ep, evs, MAX_EVENTS, timeout);
+	w->now = now_ns();
+	for (int i = 0; i < n; i++) {
+		uint64_t d = evs[i].data.u64;
+		if (d & TAG_LISTEN) {
+			do_accept(e, w, w->srv->cfg.listen[d >> 2].fd);
+			continue;
+		}
+		if (d == TAG_WAKE) {
+			uint64_t v;
+			(void)!read(w->wake_fd, &v, sizeof(v));
+			continue;
+		}
+		struct conn *c = evs[i].data.ptr;
+		if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+			EC(c)->readable = 1;
+		if (evs[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+			EC(c)->writable = 1;
+		conn_mark_dirty(c);
+	}
+}
+
+const struct backend_ops epoll_ops = {
+    .name = "epoll",
+    .init = ep_init,
+    .fini = ep_fini,
+    .wait = ep_wait,
+    .sync = ep_sync,
+    .stop_accepting = ep_stop_accepting,
+};
 
 int epoll_start(struct server *srv)
 {
 	/* No acceptor thread: listeners close in main after the workers stop. */
 	atomic_store(&srv->acceptor_stopped, 1);
-	for (int i = 0; i < srv->nworkers; i++)
-		if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]))
-			return -errno;
+	for (int i = 0; i < srv->nworkers; i++) {
+		int err =
+		    pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]);
+		if (err)
+			return -err;
+	}
 	for (int i = 0; i < srv->nworkers; i++) {
 		while (atomic_load(&srv->workers[i].ready) == 0)
 			usleep(1000);

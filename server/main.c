@@ -9,14 +9,17 @@
  * The main thread only waits for signals, prints progress and, at the end,
  * the summary and the --json report.
  *
- * Shutdown (SIGINT/SIGTERM): stop accepting; sessions between transactions
- * get "421 4.3.2" at once; sessions inside DATA/BDAT may finish their message
- * until --drain-timeout; then everyone gets 421.  A second signal skips the
- * wait.  Exit status: 0 after a clean stop or --exit-after, 1 on a runtime
- * failure, 2 on a usage error.
+ * Shutdown (SIGINT/SIGTERM, --exit-after): stop accepting; sessions between
+ * transactions get "421 4.3.2" at once and no session starts a new one;
+ * messages already inside DATA/BDAT may finish until --drain-timeout, then
+ * everyone gets 421 and CONN_DRAIN_GRACE to take it.  A second signal skips
+ * the wait.  The process always ends within --drain-timeout + 1 s, whatever
+ * clients do.  Exit status: 0 after a clean stop or --exit-after, 1 on a
+ * runtime failure, 2 on a usage error (including an unwritable --json).
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -34,7 +37,9 @@
 #include "server.h"
 #include "sink/addr.h"
 #include "sink/config.h"
+#include "sink/scan.h"
 #include "sink/units.h"
+#include "sink/uring.h"
 
 static const char *prog = "smtpsink";
 
@@ -74,7 +79,9 @@ static void usage(void)
 	       "                           io_uring is blocked [auto]\n"
 	       "  -H, --hostname NAME      name in the greeting and replies [smtpsink.localhost]\n"
 	       "  -s, --max-size SIZE      message size limit, e.g. 10M; 0 = none [10M]\n"
-	       "  -r, --max-rcpt N         recipients per message [1000]\n"
+	       "  -r, --max-rcpt N         recipients per message; more get 452 [1000]\n"
+	       "      --rcpt-overshoot N   452s per message that do not count as errors\n"
+	       "                           (Postfix smtpd_recipient_overshoot_limit) [1000]\n"
 	       "  -c, --max-conns N        concurrent connections; more get 421 4.7.0 [0 = none]\n"
 	       "      --max-errors N       errors before 421 and disconnect [20]\n"
 	       "      --line-max N         command line limit in octets incl. CRLF [2048]\n"
@@ -82,6 +89,10 @@ static void usage(void)
 	       "      --drain-timeout DUR  on shutdown, time for messages in progress [5s]\n"
 	       "      --bare-lf normalize|note|reject   bare LF handling (as Postfix\n"
 	       "                           smtpd_forbid_bare_newline) [normalize]\n"
+	       "      --strict             501 for syntax RFC 5321 forbids but Postfix takes:\n"
+	       "                           MAIL/RCPT paths without <> and a space after\n"
+	       "                           FROM:/TO: (otherwise accepted and counted in\n"
+	       "                           lenient_syntax)\n"
 	       "      --hide EXT[,EXT]     do not advertise: PIPELINING SIZE 8BITMIME\n"
 	       "                           ENHANCEDSTATUSCODES SMTPUTF8 CHUNKING\n"
 	       "  -i, --stats-interval DUR print a progress line this often [off]\n"
@@ -171,7 +182,9 @@ static void parse_args(struct server_cfg *cfg, int argc, char **argv)
 		O_READY,
 		O_RBUFS,
 		O_RBUFSZ,
-		O_VERIFY
+		O_VERIFY,
+		O_STRICT,
+		O_OVERSHOOT
 	};
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
@@ -194,6 +207,8 @@ static void parse_args(struct server_cfg *cfg, int argc, char **argv)
 	    {"recv-buffers", required_argument, NULL, O_RBUFS},
 	    {"recv-buffer-size", required_argument, NULL, O_RBUFSZ},
 	    {"verify", no_argument, NULL, O_VERIFY},
+	    {"strict", no_argument, NULL, O_STRICT},
+	    {"rcpt-overshoot", required_argument, NULL, O_OVERSHOOT},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},
@@ -301,6 +316,13 @@ static void parse_args(struct server_cfg *cfg, int argc, char **argv)
 		case O_VERIFY:
 			cfg->verify = true;
 			break;
+		case O_STRICT:
+			cfg->sess.strict = true;
+			break;
+		case O_OVERSHOOT:
+			cfg->sess.rcpt_overshoot =
+			    (uint32_t)opt_count("--rcpt-overshoot", optarg, 1u << 30);
+			break;
 		case 'q':
 			cfg->quiet = true;
 			break;
@@ -389,6 +411,17 @@ static void write_ready_file(const struct server_cfg *cfg)
 		die("cannot write --ready-file %s: %s", cfg->ready_file, strerror(errno));
 }
 
+/* open_json - the report is written at exit, but a path that cannot be
+ * written must fail now, before anyone is served (exit 2). */
+static int open_json(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		usage_error("cannot write --json %s: %s", path, strerror(errno));
+	return fd;
+}
+
 static bool all_joined(struct server *srv, bool *joined)
 {
 	bool all = true;
@@ -406,11 +439,14 @@ int main(int argc, char **argv)
 	static struct server srv;
 	struct server_cfg *cfg = &srv.cfg;
 	struct server_stats tot;
+	const struct backend_ops *ops;
 	sigset_t set;
 	char why[160];
-	int ret;
+	int ret, json_fd = -1;
 
 	parse_args(cfg, argc, argv);
+	if (cfg->json_path)
+		json_fd = open_json(cfg->json_path);
 	raise_nofile();
 	signal(SIGPIPE, SIG_IGN);
 	/* Block the stop signals everywhere; main collects them synchronously. */
@@ -418,6 +454,8 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	/* Pick the scanner once, before any thread exists. */
+	scan_set_impl(SCAN_IMPL_AUTO);
 
 	open_listeners(cfg);
 
@@ -431,22 +469,21 @@ int main(int argc, char **argv)
 			srv.backend = IO_EPOLL;
 		}
 	}
+	ops = srv.backend == IO_URING ? &uring_ops : &epoll_ops;
 	srv.nworkers = cfg->threads;
 	srv.workers = calloc((size_t)srv.nworkers, sizeof(*srv.workers));
 	if (!srv.workers)
 		die("out of memory");
 	for (int i = 0; i < srv.nworkers; i++)
-		worker_init(&srv.workers[i], &srv, i);
+		worker_init(&srv.workers[i], &srv, i, ops);
 	srv.start_ns = now_ns();
 	ret = srv.backend == IO_URING ? uring_start(&srv) : epoll_start(&srv);
 	if (ret)
-		die("cannot start %s workers: %s", srv.backend == IO_URING ? "io_uring" : "epoll",
-		    strerror(-ret));
+		die("cannot start %s workers: %s", ops->name, strerror(-ret));
 
 	if (!cfg->quiet)
 		fprintf(stderr, "%s %s: %s backend, %d workers, hostname %s\n", prog, SINK_VERSION,
-		        srv.backend == IO_URING ? "io_uring" : "epoll", srv.nworkers,
-		        cfg->hostname);
+		        ops->name, srv.nworkers, cfg->hostname);
 	for (int i = 0; i < cfg->nlisten; i++)
 		printf("%s: listening on %s\n", prog, cfg->listen[i].text);
 	if (cfg->ready_file)
@@ -456,41 +493,44 @@ int main(int argc, char **argv)
 
 	uint64_t last_msgs = 0, last_bytes = 0, last_ns = srv.start_ns;
 	uint64_t next_stats = cfg->stats_interval_ns ? srv.start_ns + cfg->stats_interval_ns : 0;
-	uint64_t force_at = 0;
-	bool joined[1024] = {false};
+	bool joined[1024] = {false}, announced = false;
 	int signals = 0;
 
 	for (;;) {
-		struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
 		int sig = sigtimedwait(&set, NULL, &ts);
 		uint64_t now = now_ns();
-		int phase = atomic_load(&srv.stop_phase);
 
-		if (sig > 0 || (phase == 0 && atomic_load(&srv.exit_reached))) {
-			if (sig > 0)
-				signals++;
-			if (phase == 0) {
-				srv.drain_deadline_ns = now + cfg->drain_timeout_ns;
-				atomic_store(&srv.stop_phase, 1);
-				if (!cfg->quiet)
-					fprintf(stderr,
-					        "%s: %s, stopping (signal again to force)\n", prog,
-					        sig > 0 ? strsignal(sig) : "--exit-after reached");
-			} else if (signals >= 2 && phase < 2) {
-				atomic_store(&srv.stop_phase, 2);
-				force_at = now + 2000000000ull;
-			}
+		if (sig > 0) {
+			signals++;
+			server_stop(&srv, signals == 1 ? 1 : 2, strsignal(sig));
+		}
+		int phase = atomic_load_explicit(&srv.stop_phase, memory_order_acquire);
+		if (phase >= 1 && !announced) {
+			announced = true;
+			if (!cfg->quiet)
+				fprintf(stderr, "%s: %s, stopping (signal again to force)\n", prog,
+				        srv.stop_reason ? srv.stop_reason : "stop");
 		}
 		if (next_stats && now >= next_stats) {
 			stats_progress(&srv, now, &last_msgs, &last_bytes, &last_ns);
 			next_stats = now + cfg->stats_interval_ns;
 		}
-		if (atomic_load(&srv.stop_phase) >= 1 && all_joined(&srv, joined))
+		if (phase >= 1 && all_joined(&srv, joined))
 			break;
-		if (force_at && now >= force_at) {
-			atomic_store(&srv.stop_phase, 3);
-			if (now >= force_at + 1000000000ull)
-				_exit(1); /* a worker is stuck; do not hang the caller */
+		if (phase >= 1) {
+			/* Backstop: whatever clients do, the process ends within
+			 * --drain-timeout + 1 s.  Workers normally finish by the drain
+			 * deadline + CONN_DRAIN_GRACE; phase 3 makes them drop the
+			 * rest, and a worker that still hangs is a bug we do not let
+			 * hang the caller. */
+			uint64_t dl = atomic_load(&srv.drain_deadline_ns);
+			if (phase < 3 && now >= dl + 800ull * 1000 * 1000)
+				server_stop(&srv, 3, "drain deadline");
+			if (now >= dl + 1500ull * 1000 * 1000) {
+				fprintf(stderr, "%s: a worker did not stop; exiting\n", prog);
+				_exit(1);
+			}
 		}
 	}
 	if (srv.have_acceptor)
@@ -506,7 +546,7 @@ int main(int argc, char **argv)
 		                                     sizeof(srv.workers[0]), &srv.verify_run);
 	if (!cfg->quiet)
 		stats_summary(&srv, &tot, secs);
-	if (cfg->json_path && stats_json(&srv, &tot, secs, cfg->json_path))
+	if (json_fd >= 0 && (stats_json(&srv, &tot, secs, json_fd) || close(json_fd)))
 		die("cannot write --json %s: %s", cfg->json_path, strerror(errno));
 	for (int i = 0; i < srv.nworkers; i++) {
 		verify_worker_free(&srv.workers[i].vw);

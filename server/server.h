@@ -1,14 +1,27 @@
 /*
  * server.h - smtpsink's shared server types: configuration, connections,
- * workers and the two I/O backends that drive them.
+ * workers, and the small interface between the connection layer and the
+ * two I/O backends.
+ *
+ * Layers, bottom to top (see shared/design/architecture.md):
+ *   backend (io_uring.c | epoll.c)  moves bytes only: accept, receive,
+ *                                   send, close; knows nothing of SMTP
+ *   connection layer (conn.c)       one state machine per connection:
+ *                                   SESSION -> CLOSING -> CLOSED, each state
+ *                                   with a deadline; backpressure, held
+ *                                   input, lingering close live here once
+ *   worker (worker.c)               the loop both backends share: timers,
+ *                                   shutdown phases, counters
+ *   session (common/sess.c)         pure SMTP: bytes in, replies out
  *
  * Threads: main (options, signals, progress, summary), one acceptor
  * (io_uring backend only) and N workers.  A connection lives on exactly one
  * worker for its whole life; workers share nothing on the hot path.  Cross-
- * thread traffic is limited to: the accepted fd handed to a worker
- * (IORING_OP_MSG_RING, or the kernel's accept queue for epoll), the stop
- * phase, a connection count for --max-conns, and stats snapshots read by the
- * main thread with relaxed atomics.
+ * thread traffic: the accepted fd handed to a worker (IORING_OP_MSG_RING, or
+ * the kernel's accept queue for epoll), the stop phase and its deadline, a
+ * wake-up eventfd per worker, connection counts for --max-conns, the
+ * --exit-after count (only with that option) and counter snapshots read by
+ * the main thread.  All of these are atomics.
  */
 #ifndef SINK_SERVER_H
 #define SINK_SERVER_H
@@ -24,6 +37,12 @@
 #include "verify.h"
 
 #define SINK_MAX_LISTEN 16
+
+/* Connection-layer limits (per connection; see the README's memory bound). */
+#define CONN_RECV_SMALL  (16u * 1024u)               /* one receive until a session is trusted */
+#define CONN_HELD_MAX    (64u * 1024u)               /* input kept while replies back up */
+#define CONN_CLOSE_NS    (3ull * 1000 * 1000 * 1000) /* flush + linger deadline */
+#define CONN_DRAIN_GRACE (500ull * 1000 * 1000)      /* closing after the drain deadline */
 
 enum io_backend { IO_AUTO = 0, IO_URING, IO_EPOLL };
 
@@ -41,7 +60,6 @@ struct server_cfg {
 	int nlisten;
 	int threads;
 	enum io_backend io;
-	bool reuseport;     /* --accept reuseport: per-worker listeners */
 	uint32_t max_conns; /* 0 = unlimited */
 	uint64_t idle_timeout_ns;
 	uint64_t drain_timeout_ns;
@@ -55,76 +73,130 @@ struct server_cfg {
 	uint32_t recv_buf_count; /* per worker */
 };
 
-/* Server-level counters per worker (sessions' counters live in .sess). */
+/* Server-level counters per worker, declared once for the struct, the
+ * summary and the JSON report: X(field, "json name", "what it counts"). */
+#define SERVER_COUNTERS(X)                                                                         \
+	X(conns_accepted, "conns_accepted", "connections given a session")                         \
+	X(conns_closed, "conns_closed", "connections closed and released")                         \
+	X(io_errors, "io_errors", "connection reset or other socket error during a session")       \
+	X(peer_closed, "peer_closed", "client hung up without QUIT")                               \
+	X(peer_closed_in_content, "peer_closed_in_content", "... in the middle of DATA/BDAT")      \
+	X(out_overflow, "out_overflow", "reply backlog over its hard cap: connection dropped")     \
+	X(in_overflow, "in_overflow",                                                              \
+	  "client pipelined more than 64 KiB past replies it did not read: dropped")               \
+	X(close_timeouts, "close_timeouts",                                                        \
+	  "final reply not taken or peer not closing within the close deadline: reset")            \
+	X(read_pauses, "read_pauses", "reading stopped because the client did not read replies")   \
+	X(enobufs, "enobufs", "io_uring provided-buffer ring ran dry (receives re-armed)")         \
+	X(short_sends, "short_sends", "sends the kernel took only partly")                         \
+	X(recv_bytes, "recv_bytes", "octets received from clients")                                \
+	X(loops, "loops", "event loop iterations")                                                 \
+	X(cqes, "cqes", "io_uring completions handled")
+
 struct server_stats {
 	struct sess_stats sess;
-	uint64_t conns_accepted;
-	uint64_t conns_closed;
-	uint64_t conns_active;
-	uint64_t conns_peak;
-	uint64_t conns_rejected;         /* over --max-conns: 421 4.7.0 */
-	uint64_t accept_errors;          /* EMFILE/ENFILE/ENOMEM on accept */
-	uint64_t io_errors;              /* connection reset, broken pipe, ... */
-	uint64_t peer_closed;            /* client hung up without QUIT */
-	uint64_t peer_closed_in_content; /* ... in the middle of DATA/BDAT */
-	uint64_t out_overflow;           /* reply or held-input backlog over its cap */
-	uint64_t read_pauses;            /* reading stopped for reply backpressure */
-	uint64_t enobufs;                /* provided-buffer ring ran dry (io_uring) */
-	uint64_t short_sends;
-	uint64_t recv_bytes;
-	uint64_t loops; /* event loop iterations */
-	uint64_t cqes;  /* completions handled (io_uring) */
+#define SERVER_X_FIELD(f, name, doc) uint64_t f;
+	SERVER_COUNTERS(SERVER_X_FIELD)
+#undef SERVER_X_FIELD
 	struct verify_stats verify;
 };
 
+enum conn_state {
+	/* SMTP session (the greeting is queued at once).  Deadline: the idle
+	 * timeout since the last progress (input consumed or output sent), so
+	 * a client that stops reading its replies expires too. */
+	CONN_SESSION = 0,
+	/* Final reply queued: flush it, shut the write side, read and drop
+	 * until the client closes (lingering close: closing with unread input
+	 * would make the kernel answer RST and destroy the reply).  Deadline:
+	 * CONN_CLOSE_NS since entering, then reset. */
+	CONN_CLOSING,
+	/* Done: the backend closes the socket once nothing is in flight.  No
+	 * deadline needed: cancellation completes promptly. */
+	CONN_CLOSED,
+	CONN_NSTATES,
+};
+
+/* A list of connections in one state, oldest first: every member has the
+ * same timeout, so the head is always the next to expire (O(1) touch, a
+ * tick looks only at expired entries). */
+struct conn_list {
+	struct conn *head, *tail;
+	uint32_t n;
+};
+
 struct conn;
+struct worker;
+
+/* What a backend provides to the shared worker loop. */
+struct backend_ops {
+	const char *name;
+	int (*init)(struct worker *w); /* in the worker thread; 0 or -errno */
+	void (*fini)(struct worker *w);
+	/* wait - submit what is queued, wait up to timeout_ns (0 = poll) or a
+	 * wake-up, and dispatch events to the connection layer. */
+	void (*wait)(struct worker *w, uint64_t timeout_ns);
+	/* sync - make the socket match what c wants: send pending output,
+	 * receive when conn_wants_input(), close (and conn_release) when
+	 * CLOSED.  Marks made meanwhile are absorbed; returns true to be synced
+	 * again next turn (never after releasing c). */
+	bool (*sync)(struct worker *w, struct conn *c);
+	/* stop_accepting - the server is stopping (epoll: leave listeners). */
+	void (*stop_accepting)(struct worker *w);
+};
 
 struct worker {
 	struct server *srv;
+	const struct backend_ops *ops;
 	int id;
 	pthread_t thread;
 	struct server_stats st;   /* owned by the worker thread */
-	struct server_stats snap; /* published copy, read by main (relaxed atomics) */
+	struct server_stats snap; /* published copy, read by main (atomic loads) */
 	uint64_t id_seq;          /* queue-id counter */
-	uint64_t published_msgs;  /* msgs already added to srv->total_msgs */
-	/* idle list: least recently active first (O(1) touch, O(expired) tick) */
-	struct conn *lru_head, *lru_tail;
-	struct conn *free_conns; /* recycled connection objects */
-	struct conn *dirty;      /* connections with replies to send */
-	void *backend;           /* backend-private state */
-	int ring_fd;             /* io_uring: target for MSG_RING hand-off */
-	atomic_int ready;
+	uint64_t now;             /* clock at the top of this loop turn */
+	uint64_t last_publish;
+	struct conn_list lists[CONN_NSTATES];
+	struct conn *free_conns;     /* recycled connection objects */
+	struct conn *dirty;          /* connections to sync with their sockets */
+	int phase_seen;              /* stop phase this worker has applied */
+	bool forced;                 /* drain deadline applied */
+	bool handoffs_done;          /* no more new connections can arrive */
+	void *backend;               /* backend-private state */
+	int ring_fd;                 /* io_uring: target for MSG_RING hand-off */
+	int wake_fd;                 /* eventfd: main/other threads wake the loop */
+	atomic_int ready;            /* 1 running, -1 setup failed */
 	atomic_uint_fast64_t active; /* connections, for least-loaded placement */
-	char *rbuf;                  /* epoll: receive buffer */
 	struct verify_worker vw;     /* --verify: sequence numbers seen */
 };
+
+/* Backend-private per-connection state lives in conn.io (no backend fields
+ * in the shared struct). */
+#define CONN_IO_BYTES 32
 
 struct conn {
 	struct worker *w;
 	int fd;
-	uint32_t refs;       /* io_uring operations in flight */
-	uint32_t send_len;   /* bytes the in-flight send asked for */
-	uint8_t recv_armed;  /* multishot recv active (io_uring) */
-	uint8_t send_busy;   /* a send is in flight */
-	uint8_t closing;     /* close once output is flushed */
-	uint8_t dead;        /* socket unusable: close now, drop output */
-	uint8_t read_paused; /* backpressure: output backlog too large */
-	uint8_t peer_eof;    /* client sent FIN */
-	uint8_t in_dirty;
-	uint8_t in_lru;
-	uint8_t cancel_sent;
-	uint8_t recv_cancelling; /* backpressure cancel of the recv issued */
-	uint8_t closed;          /* fd closed; waiting for refs to drain */
-	/* Input received but not yet consumed while reading is paused for
-	 * backpressure: io_uring keeps the provided buffers themselves (a chain
-	 * through the worker's held_next[]), epoll a copy of one read's tail. */
-	int32_t held_head, held_tail; /* buffer ids, -1 = none */
-	uint32_t held_off;            /* consumed octets of the head buffer / held copy */
-	uint32_t held_count;          /* buffers (io_uring) or octets (epoll) held */
-	char *held;                   /* epoll: unconsumed tail of a read */
-	uint64_t last_active_ns;
-	struct conn *lru_prev, *lru_next;
+	uint8_t state;   /* enum conn_state */
+	uint8_t paused;  /* replies back up: not reading (held input waits) */
+	uint8_t trusted; /* finished a message and never paused: bulk receive */
+	uint8_t wr_shut; /* CLOSING: output flushed, write side shut */
+	uint8_t peer_eof;
+	uint8_t rst;      /* CLOSED: reset (SO_LINGER 0) rather than FIN */
+	uint8_t in_dirty; /* on the worker's dirty list */
+	uint8_t ever_paused;
+	/* Input the session could not take yet (reply backpressure), copied out
+	 * of the receive buffer so no backend ever holds buffers: at most
+	 * CONN_HELD_MAX octets, freed once consumed. */
+	char *held;
+	uint32_t held_len, held_off, held_cap;
+	uint32_t sess_msgs_seen;
+	uint64_t since_ns;        /* SESSION: last progress; CLOSING: entered */
+	struct conn *prev, *next; /* in w->lists[state] */
 	struct conn *dirty_next;
+	union {
+		uint64_t align;
+		unsigned char bytes[CONN_IO_BYTES];
+	} io;
 	struct sess sess;
 	struct obuf out;
 	struct stamp_verifier vc; /* --verify */
@@ -135,57 +207,81 @@ struct server {
 	struct server_cfg cfg;
 	struct worker *workers;
 	int nworkers;
-	enum io_backend backend;         /* actually used */
-	char backend_note[160];          /* why auto picked what it picked */
-	atomic_int stop_phase;           /* 0 run, 1 drain (graceful), 2 force */
-	atomic_uint_fast64_t conns;      /* active connections, all workers */
-	atomic_uint_fast64_t total_msgs; /* only maintained with --exit-after */
-	atomic_int exit_reached;
+	enum io_backend backend; /* actually used */
+	/* 0 run, 1 stopping (drain), 2 forced (second signal), 3 abort now.
+	 * drain_deadline_ns is stored before stop_phase is raised (release)
+	 * and read after it is seen (acquire). */
+	atomic_int stop_phase;
+	atomic_uint_fast64_t drain_deadline_ns;
+	const char *stop_reason;            /* written once, by whoever stopped */
+	atomic_uint_fast64_t conns;         /* open connections, all workers */
+	atomic_uint_fast64_t conns_peak;    /* high-water mark of conns */
+	atomic_uint_fast64_t total_msgs;    /* only maintained with --exit-after */
 	atomic_int acceptor_stopped;        /* no more hand-offs can arrive */
+	atomic_int acceptor_ready;          /* 1 running, -1 setup failed */
 	atomic_uint_fast64_t accept_errors; /* EMFILE/ENFILE/... on accept */
 	atomic_uint_fast64_t rejected;      /* over --max-conns */
-	uint64_t drain_deadline_ns;
 	pthread_t acceptor;
 	bool have_acceptor;
-	int acceptor_ring_fd;
 	uint64_t start_ns;
 	uint64_t verify_run; /* smtpbench run id seen by --verify */
 };
 
-/* worker.c - backend-independent connection handling */
-uint64_t now_ns(void);
-struct conn *conn_new(struct worker *w, int fd);
-void conn_release(struct conn *c); /* return object to the worker's pool */
-void conn_touch(struct conn *c);
+/* conn.c - the connection state machine; backends call these. */
+struct conn *conn_open(struct worker *w, int fd); /* NULL: fd closed, counted */
+void conn_input(struct conn *c, const char *p, size_t n);
+void conn_eof(struct conn *c);
+void conn_error(struct conn *c, int err); /* socket error (positive errno) */
+void conn_sent(struct conn *c, size_t n);
+void conn_release(struct conn *c);             /* socket closed, nothing in flight */
+void conn_close(struct conn *c, unsigned act); /* SESS_ACT_CLOSE: begin closing */
+void conn_abort(struct conn *c, bool rst);
 void conn_mark_dirty(struct conn *c);
-/* conn_input - feed received bytes.  Returns octets consumed: fewer than n
- * when replies pile up (c->read_paused is then set and the caller keeps the
- * rest for later).  Input after the session closed is consumed unread. */
-size_t conn_input(struct conn *c, const char *p, size_t n);
-void conn_peer_eof(struct conn *c);
-void conn_lru_remove(struct conn *c);
-/* worker_tick - idle timeouts and shutdown phases; returns ns until the
- * next deadline of interest (bounded). */
-uint64_t worker_tick(struct worker *w, uint64_t now);
-void worker_publish(struct worker *w);
-void worker_init(struct worker *w, struct server *srv, int id);
-void worker_fini(struct worker *w);
-bool worker_done(struct worker *w);
-void server_note_msgs(struct worker *w);
-void set_nonblock(int fd);
-int reject_busy(struct server *srv, int fd);
-bool server_over_limit(struct server *srv);
+void conn_list_remove(struct conn *c);
+void conn_set_socket_reset(int fd);
 
-/* Backends: run all workers (and the acceptor) until shutdown completes. */
-int uring_probe(char *why, size_t n);
+/* conn_wants_input - should the backend receive for c now?  In a session
+ * unless paused; in CLOSING once the write side is shut (lingering). */
+static inline bool conn_wants_input(const struct conn *c)
+{
+	if (c->state == CONN_SESSION)
+		return !c->paused && !c->peer_eof;
+	return c->state == CONN_CLOSING && c->wr_shut && !c->peer_eof;
+}
+
+/* conn_bulk - may the backend receive without bounds (multishot recv, large
+ * reads)?  Only for sessions that finished a message and never let replies
+ * back up: everyone else gets one bounded receive at a time, so a client
+ * that pipelines without reading can never make the server take in more
+ * than CONN_RECV_SMALL octets past what it could answer. */
+static inline bool conn_bulk(const struct conn *c)
+{
+	return c->trusted;
+}
+
+/* worker.c - the loop both backends share */
+uint64_t now_ns(void);
+void *worker_main(void *arg);
+void worker_init(struct worker *w, struct server *srv, int id, const struct backend_ops *ops);
+void worker_fini(struct worker *w);
+void worker_wake(struct worker *w);
+void worker_publish(struct worker *w);
+void server_stop(struct server *srv, int phase, const char *why);
+bool server_admit(struct server *srv); /* count a new connection; false over --max-conns */
+void server_unadmit(struct server *srv);
+int reject_busy(struct server *srv, int fd);
+void set_nonblock(int fd);
+
+/* Backends. */
 int uring_start(struct server *srv);
 int epoll_start(struct server *srv);
+extern const struct backend_ops uring_ops, epoll_ops;
 
 /* stats.c */
 void stats_sum(struct server *srv, struct server_stats *tot, bool live);
 void stats_progress(struct server *srv, uint64_t now, uint64_t *last_msgs, uint64_t *last_bytes,
                     uint64_t *last_ns);
 void stats_summary(struct server *srv, const struct server_stats *tot, double secs);
-int stats_json(struct server *srv, const struct server_stats *tot, double secs, const char *path);
+int stats_json(struct server *srv, const struct server_stats *tot, double secs, int fd);
 
 #endif

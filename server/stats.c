@@ -1,10 +1,13 @@
 /*
  * stats.c - smtpsink's live progress line, final summary and JSON report
  *
- * Workers publish their counters with relaxed atomic stores (worker.c);
- * here the main thread adds them up.  Nothing in this file runs on a
- * worker's hot path.
+ * Workers publish their counters with atomic stores (worker.c); here the
+ * main thread adds them up.  The counter lists in sess.h (SESS_COUNTERS)
+ * and server.h (SERVER_COUNTERS) are the only place counters are named, so
+ * the summary and the JSON report always carry the same set.  Nothing in
+ * this file runs on a worker's hot path.
  */
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -13,6 +16,13 @@
 
 #include "server.h"
 #include "sink/config.h"
+
+static const char *const server_counter_names[] = {
+#define SERVER_X_NAME(f, name, doc) name,
+    SERVER_COUNTERS(SERVER_X_NAME)
+#undef SERVER_X_NAME
+};
+#define SERVER_NCOUNTERS (sizeof(server_counter_names) / sizeof(server_counter_names[0]))
 
 static void add_all(struct server_stats *dst, const struct server_stats *src, bool live)
 {
@@ -29,8 +39,11 @@ void stats_sum(struct server *srv, struct server_stats *tot, bool live)
 	memset(tot, 0, sizeof(*tot));
 	for (int i = 0; i < srv->nworkers; i++)
 		add_all(tot, live ? &srv->workers[i].snap : &srv->workers[i].st, live);
-	tot->conns_rejected += atomic_load(&srv->rejected);
-	tot->accept_errors += atomic_load(&srv->accept_errors);
+}
+
+static const uint64_t *server_counters(const struct server_stats *t)
+{
+	return &t->conns_accepted; /* SERVER_COUNTERS fields are contiguous */
 }
 
 static uint64_t errors_total(const struct server_stats *t)
@@ -39,7 +52,7 @@ static uint64_t errors_total(const struct server_stats *t)
 
 	return s->err_unknown + s->err_syntax + s->err_sequence + s->err_size + s->err_rcpt_limit +
 	       s->err_too_long + s->err_bare_lf + s->err_utf8 + t->io_errors + t->out_overflow +
-	       t->conns_rejected;
+	       t->in_overflow + t->close_timeouts;
 }
 
 /* stats_progress - one line: connections, msgs/s, MB/s, errors. */
@@ -52,13 +65,14 @@ void stats_progress(struct server *srv, uint64_t now, uint64_t *last_msgs, uint6
 	stats_sum(srv, &t, true);
 	if (dt <= 0)
 		return;
-	fprintf(
-	    stderr,
-	    "[%7.1fs] conns %llu  msgs %llu  %.0f msg/s  %.2f MB/s  rejected %llu  errors %llu\n",
-	    (double)(now - srv->start_ns) / 1e9, (unsigned long long)t.conns_active,
-	    (unsigned long long)t.sess.msgs, (double)(t.sess.msgs - *last_msgs) / dt,
-	    (double)(t.recv_bytes - *last_bytes) / dt / 1e6,
-	    (unsigned long long)t.sess.rejected_msgs, (unsigned long long)errors_total(&t));
+	fprintf(stderr,
+	        "[%7.1fs] conns %llu  msgs %llu  %.0f msg/s  %.2f MB/s  rejected %llu  errors "
+	        "%llu\n",
+	        (double)(now - srv->start_ns) / 1e9,
+	        (unsigned long long)atomic_load_explicit(&srv->conns, memory_order_relaxed),
+	        (unsigned long long)t.sess.msgs, (double)(t.sess.msgs - *last_msgs) / dt,
+	        (double)(t.recv_bytes - *last_bytes) / dt / 1e6,
+	        (unsigned long long)t.sess.rejected_msgs, (unsigned long long)errors_total(&t));
 	*last_msgs = t.sess.msgs;
 	*last_bytes = t.recv_bytes;
 	*last_ns = now;
@@ -81,113 +95,117 @@ static long max_rss_kib(void)
 	return ru.ru_maxrss;
 }
 
+static const char *backend_name(const struct server *srv)
+{
+	return srv->backend == IO_URING ? "io_uring" : "epoll";
+}
+
+/* print_nonzero - "name value" pairs, wrapped, for one counter list. */
+static int print_nonzero(const char *const *names, const uint64_t *v, size_t n, int col)
+{
+	for (size_t i = 0; i < n; i++) {
+		char item[96];
+		int len;
+		if (!v[i])
+			continue;
+		len = snprintf(item, sizeof(item), " %s %llu", names[i], (unsigned long long)v[i]);
+		if (col + len > 96) {
+			fputs("\n ", stderr);
+			col = 1;
+		}
+		fputs(item, stderr);
+		col += len;
+	}
+	return col;
+}
+
 void stats_summary(struct server *srv, const struct server_stats *t, double secs)
 {
+	const struct sess_stats *s = &t->sess;
+	double cpu = cpu_seconds();
+	int col;
+
 	if (srv->cfg.verify)
 		fprintf(stderr,
 		        "smtpsink verify: %llu ok, %llu corrupt, %llu duplicate, %llu unstamped, "
-		        "%llu from another run\n",
+		        "%llu from another run, %llu out of range\n",
 		        (unsigned long long)t->verify.ok, (unsigned long long)t->verify.corrupt,
 		        (unsigned long long)t->verify.duplicate,
 		        (unsigned long long)t->verify.unstamped,
-		        (unsigned long long)t->verify.other_run);
-	const struct sess_stats *s = &t->sess;
-	double cpu = cpu_seconds();
-
+		        (unsigned long long)t->verify.other_run,
+		        (unsigned long long)t->verify.out_of_range);
 	fprintf(stderr,
 	        "smtpsink summary (%s, %d workers, %.1f s)\n"
 	        "  connections  %llu accepted, %llu rejected (max-conns), peak %llu\n"
 	        "  messages     %llu accepted (%.0f/s), %llu rejected, %llu bytes, %llu rcpts\n"
-	        "  errors       unknown %llu, syntax %llu, sequence %llu, size %llu, rcpt-limit "
-	        "%llu, too-long %llu, bare-lf %llu, utf8 %llu, error-limit %llu\n"
-	        "  hangups      %llu idle timeouts, %llu peer closed (%llu inside DATA), %llu io "
-	        "errors, %llu reply overflow\n"
-	        "  input        %llu bare LF, %llu bare CR, %llu long body lines, %llu pipelining "
-	        "violations\n"
-	        "  cpu          %.2f s (%.2f us/msg), max RSS %ld KiB\n",
-	        srv->backend == IO_URING ? "io_uring" : "epoll", srv->nworkers, secs,
-	        (unsigned long long)t->conns_accepted, (unsigned long long)t->conns_rejected,
-	        (unsigned long long)t->conns_peak, (unsigned long long)s->msgs,
+	        "  cpu          %.2f s (%.2f us/msg), max RSS %ld KiB\n"
+	        "  counters    ",
+	        backend_name(srv), srv->nworkers, secs, (unsigned long long)t->conns_accepted,
+	        (unsigned long long)atomic_load(&srv->rejected),
+	        (unsigned long long)atomic_load(&srv->conns_peak), (unsigned long long)s->msgs,
 	        secs > 0 ? (double)s->msgs / secs : 0.0, (unsigned long long)s->rejected_msgs,
-	        (unsigned long long)s->msg_bytes, (unsigned long long)s->rcpts,
-	        (unsigned long long)s->err_unknown, (unsigned long long)s->err_syntax,
-	        (unsigned long long)s->err_sequence, (unsigned long long)s->err_size,
-	        (unsigned long long)s->err_rcpt_limit, (unsigned long long)s->err_too_long,
-	        (unsigned long long)s->err_bare_lf, (unsigned long long)s->err_utf8,
-	        (unsigned long long)s->err_limit_close, (unsigned long long)s->timeouts,
-	        (unsigned long long)t->peer_closed, (unsigned long long)t->peer_closed_in_content,
-	        (unsigned long long)t->io_errors, (unsigned long long)t->out_overflow,
-	        (unsigned long long)s->bare_lf_lines, (unsigned long long)s->bare_cr,
-	        (unsigned long long)s->long_body_lines,
-	        (unsigned long long)s->pipelining_violations, cpu,
+	        (unsigned long long)s->msg_bytes, (unsigned long long)s->rcpts, cpu,
 	        s->msgs ? cpu * 1e6 / (double)s->msgs : 0.0, max_rss_kib());
+	col = print_nonzero(sess_counter_names, (const uint64_t *)s, SESS_NCOUNTERS, 14);
+	print_nonzero(server_counter_names, server_counters(t), SERVER_NCOUNTERS, col);
+	fputc('\n', stderr);
 }
 
-#define J(name, val) fprintf(f, "    \"%s\": %llu,\n", name, (unsigned long long)(val))
-
-int stats_json(struct server *srv, const struct server_stats *t, double secs, const char *path)
+/* stats_json - the final report (docs: README "JSON summary"); written to
+ * the descriptor opened at start-up, so an unwritable path fails before the
+ * server serves anyone. */
+int stats_json(struct server *srv, const struct server_stats *t, double secs, int fd)
 {
-	const struct sess_stats *s = &t->sess;
+	json_t *root = json_object(), *ctr = json_object();
+	const uint64_t *sv = (const uint64_t *)&t->sess, *xv = server_counters(t);
 	struct utsname un;
-	FILE *f = fopen(path, "w");
+	char kernel[300];
+	int ret;
 
-	if (!f)
-		return -1;
 	uname(&un);
-	fprintf(f,
-	        "{\n  \"program\": \"smtpsink\",\n  \"version\": \"%s\",\n  \"git_rev\": \"%s\",\n",
-	        SINK_VERSION, SINK_GIT_REV);
-	fprintf(f, "  \"kernel\": \"%s %s\",\n  \"backend\": \"%s\",\n  \"workers\": %d,\n",
-	        un.sysname, un.release, srv->backend == IO_URING ? "io_uring" : "epoll",
-	        srv->nworkers);
-	fprintf(f, "  \"seconds\": %.3f,\n  \"cpu_seconds\": %.3f,\n  \"max_rss_kib\": %ld,\n",
-	        secs, cpu_seconds(), max_rss_kib());
-	fprintf(f, "  \"counters\": {\n");
-	J("sessions", s->sessions);
-	J("messages", s->msgs);
-	J("message_bytes", s->msg_bytes);
-	J("recipients", s->rcpts);
-	J("commands", s->cmds);
-	J("rejected_messages", s->rejected_msgs);
-	J("err_unknown", s->err_unknown);
-	J("err_syntax", s->err_syntax);
-	J("err_sequence", s->err_sequence);
-	J("err_size", s->err_size);
-	J("err_rcpt_limit", s->err_rcpt_limit);
-	J("err_too_long", s->err_too_long);
-	J("err_bare_lf", s->err_bare_lf);
-	J("err_utf8", s->err_utf8);
-	J("err_limit_close", s->err_limit_close);
-	J("bare_lf_lines", s->bare_lf_lines);
-	J("bare_cr", s->bare_cr);
-	J("long_body_lines", s->long_body_lines);
-	J("pipelining_violations", s->pipelining_violations);
-	J("timeouts", s->timeouts);
-	J("shutdown_421", s->shutdowns);
-	J("conns_accepted", t->conns_accepted);
-	J("conns_closed", t->conns_closed);
-	J("conns_peak", t->conns_peak);
-	J("conns_rejected", t->conns_rejected);
-	J("accept_errors", t->accept_errors);
-	J("io_errors", t->io_errors);
-	J("peer_closed", t->peer_closed);
-	J("peer_closed_in_content", t->peer_closed_in_content);
-	J("out_overflow", t->out_overflow);
-	J("read_pauses", t->read_pauses);
-	J("enobufs", t->enobufs);
-	J("short_sends", t->short_sends);
-	J("recv_bytes", t->recv_bytes);
-	J("loops", t->loops);
-	fprintf(f, "    \"cqes\": %llu\n  }", (unsigned long long)t->cqes);
-	if (srv->cfg.verify)
-		fprintf(
-		    f,
-		    ",\n  \"verify\": {\"run_id\": \"%016llx\", \"ok\": %llu, \"corrupt\": %llu, "
-		    "\"duplicate\": %llu, \"unstamped\": %llu, \"other_run\": %llu}",
-		    (unsigned long long)srv->verify_run, (unsigned long long)t->verify.ok,
-		    (unsigned long long)t->verify.corrupt, (unsigned long long)t->verify.duplicate,
-		    (unsigned long long)t->verify.unstamped,
-		    (unsigned long long)t->verify.other_run);
-	fprintf(f, "\n}\n");
-	return fclose(f);
+	snprintf(kernel, sizeof(kernel), "%s %s", un.sysname, un.release);
+	for (size_t i = 0; i < SESS_NCOUNTERS; i++)
+		json_object_set_new(ctr, sess_counter_names[i], json_integer((json_int_t)sv[i]));
+	for (size_t i = 0; i < SERVER_NCOUNTERS; i++)
+		json_object_set_new(ctr, server_counter_names[i], json_integer((json_int_t)xv[i]));
+	json_object_set_new(ctr, "conns_peak",
+	                    json_integer((json_int_t)atomic_load(&srv->conns_peak)));
+	json_object_set_new(ctr, "conns_rejected",
+	                    json_integer((json_int_t)atomic_load(&srv->rejected)));
+	json_object_set_new(ctr, "accept_errors",
+	                    json_integer((json_int_t)atomic_load(&srv->accept_errors)));
+	json_object_set_new(root, "program", json_string("smtpsink"));
+	json_object_set_new(root, "schema", json_integer(1));
+	json_object_set_new(root, "version", json_string(SINK_VERSION));
+	json_object_set_new(root, "git_rev", json_string(SINK_GIT_REV));
+	json_object_set_new(root, "kernel", json_string(kernel));
+	json_object_set_new(root, "backend", json_string(backend_name(srv)));
+	json_object_set_new(root, "workers", json_integer(srv->nworkers));
+	json_object_set_new(root, "seconds", json_real(secs));
+	json_object_set_new(root, "cpu_seconds", json_real(cpu_seconds()));
+	json_object_set_new(root, "max_rss_kib", json_integer(max_rss_kib()));
+	json_object_set_new(root, "stop_reason",
+	                    srv->stop_reason ? json_string(srv->stop_reason) : json_null());
+	json_object_set_new(root, "counters", ctr);
+	if (srv->cfg.verify) {
+		char run[24];
+		snprintf(run, sizeof(run), "%016llx", (unsigned long long)srv->verify_run);
+		json_object_set_new(root, "verify",
+		                    json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "run_id", run,
+		                              "ok", (json_int_t)t->verify.ok, "corrupt",
+		                              (json_int_t)t->verify.corrupt, "duplicate",
+		                              (json_int_t)t->verify.duplicate, "unstamped",
+		                              (json_int_t)t->verify.unstamped, "other_run",
+		                              (json_int_t)t->verify.other_run, "out_of_range",
+		                              (json_int_t)t->verify.out_of_range));
+	}
+	if (ftruncate(fd, 0) || lseek(fd, 0, SEEK_SET) < 0) {
+		json_decref(root);
+		return -1;
+	}
+	ret = json_dumpfd(root, fd, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	if (ret == 0 && write(fd, "\n", 1) != 1)
+		ret = -1;
+	return ret;
 }

@@ -6,53 +6,43 @@
 
 #include "server.h"
 
-static void v_begin(void *ctx)
-{
-	struct conn *c = ctx;
+enum seen_res { SEEN_NEW, SEEN_DUP, SEEN_RANGE };
 
-	stamp_verify_begin(&c->vc);
-}
-
-static void v_content(void *ctx, const char *p, size_t n)
-{
-	struct conn *c = ctx;
-
-	stamp_verify_feed(&c->vc, p, n);
-}
-
-/* seen - set the bit for seq; true if it was already set.  Bitmaps grow by
- * doubling, so a run of N messages reallocates O(log N) times in all. */
-static bool seen(struct verify_worker *vw, uint64_t seq)
+/* seen - set the bit for seq.  Bitmaps grow by doubling, so a run of N
+ * messages reallocates O(log N) times in all; never beyond what the
+ * verified count justifies (see verify.h). */
+static enum seen_res seen(struct verify_worker *vw, uint64_t seq, uint64_t verified)
 {
 	unsigned tid = (unsigned)(seq >> 40) % VERIFY_TIDS;
 	uint64_t idx = seq & ((1ull << 40) - 1), w = idx / 64;
+	uint64_t limit = (1ull << 20) + verified * VERIFY_SLACK;
 
+	if (idx >= limit)
+		return SEEN_RANGE;
 	if (w >= vw->nwords[tid]) {
 		uint64_t n = vw->nwords[tid] ? vw->nwords[tid] : 1024;
 		while (n <= w)
 			n *= 2;
 		uint64_t *b = realloc(vw->bits[tid], n * sizeof(uint64_t));
 		if (!b)
-			return false;
+			return SEEN_RANGE;
 		memset(b + vw->nwords[tid], 0, (n - vw->nwords[tid]) * sizeof(uint64_t));
 		vw->bits[tid] = b;
 		vw->nwords[tid] = n;
 	}
 	bool was = (vw->bits[tid][w] >> (idx % 64)) & 1;
 	vw->bits[tid][w] |= 1ull << (idx % 64);
-	return was;
+	return was ? SEEN_DUP : SEEN_NEW;
 }
 
-static void v_end(void *ctx, bool accepted)
+void verify_message_end(struct worker *w, struct stamp_verifier *vc, bool accepted)
 {
-	struct conn *c = ctx;
-	struct worker *w = c->w;
 	struct verify_stats *vs = &w->st.verify;
 	uint64_t run, seq;
 
 	if (!accepted)
 		return; /* rejected mail was never promised to anyone */
-	switch (stamp_verify_end(&c->vc, &run, &seq)) {
+	switch (stamp_verify_end(vc, &run, &seq)) {
 	case STAMP_NONE:
 		vs->unstamped++;
 		break;
@@ -65,20 +55,22 @@ static void v_end(void *ctx, bool accepted)
 			w->vw.have_run = true;
 			w->vw.run_id = run;
 		}
-		if (run != w->vw.run_id)
+		if (run != w->vw.run_id) {
 			vs->other_run++;
-		else if (seen(&w->vw, seq))
+			break;
+		}
+		switch (seen(&w->vw, seq, vs->ok)) {
+		case SEEN_DUP:
 			vs->duplicate++;
+			break;
+		case SEEN_RANGE:
+			vs->out_of_range++;
+			break;
+		default:
+			break;
+		}
 		break;
 	}
-}
-
-const struct sess_content_ops verify_ops = {v_begin, v_content, v_end};
-
-void verify_attach(struct conn *c)
-{
-	c->sess.content_ops = &verify_ops;
-	c->sess.content_ctx = c;
 }
 
 void verify_worker_free(struct verify_worker *vw)

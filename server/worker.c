@@ -1,29 +1,40 @@
 /*
- * worker.c - backend-independent connection life cycle for smtpsink
+ * worker.c - the event loop both backends share: deadlines, shutdown phases,
+ * the dirty list and counter publication (see server.h for the layers).
  *
- * Both I/O backends (io_uring.c, epoll.c) call into here: a new socket
- * becomes a conn with a session, received bytes go through conn_input(),
- * connections with replies are queued on the worker's dirty list and the
- * backend sends each dirty connection's output once per loop iteration
- * (RFC 2920 3.2: one batch per read, never one send per reply).
+ * One loop turn: read the clock, apply a new stop phase, expire deadlines,
+ * sync every connection whose wishes changed with its socket (the backend
+ * sends, receives or closes), then let the backend wait for events up to
+ * the next deadline.  Replies produced while handling a batch of events go
+ * out together in the next sync (RFC 2920 3.2: one send per batch, never one
+ * per reply).
  *
- * Idle timeouts use an LRU list instead of a timer wheel: there is a single
- * timeout value, so the least recently active connection is always the
- * next to expire; touch is O(1) and a tick looks only at expired entries.
+ * Deadlines: each connection state keeps its connections in a list ordered
+ * by the time their clock started (conn.c), and all members of one list
+ * share one timeout, so only list heads are ever looked at.
+ *
+ * Shutdown (server_stop): phase 1 gives sessions between transactions 421
+ * 4.3.2 at once and lets messages in progress finish until the drain
+ * deadline (the session itself refuses new transactions); then everyone
+ * left gets 421 and closing connections get CONN_DRAIN_GRACE more before a
+ * reset.  A worker leaves when it has no connections and no hand-off can
+ * arrive any more.  Phase 3 (main's backstop at drain + 1 s) aborts
+ * whatever is left.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "server.h"
 
-#define TICK_MAX_NS (250ull * 1000 * 1000)
+#define TICK_MAX_NS (1000ull * 1000 * 1000) /* wake at least this often */
+#define PUBLISH_NS  (100ull * 1000 * 1000)  /* counters for the main thread */
 
 uint64_t now_ns(void)
 {
@@ -41,251 +52,83 @@ void set_nonblock(int fd)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-/* server_over_limit - admit one more connection under --max-conns? The
- * counter is only touched on accept and close, never per message. */
-bool server_over_limit(struct server *srv)
+/* server_admit - one more connection under --max-conns?  Also keeps the true
+ * peak.  Touched on accept and close only, never per message. */
+bool server_admit(struct server *srv)
 {
-	uint64_t n = atomic_fetch_add_explicit(&srv->conns, 1, memory_order_relaxed);
+	uint64_t n = atomic_fetch_add_explicit(&srv->conns, 1, memory_order_relaxed) + 1;
+	uint64_t peak = atomic_load_explicit(&srv->conns_peak, memory_order_relaxed);
 
-	if (srv->cfg.max_conns && n >= srv->cfg.max_conns) {
+	if (srv->cfg.max_conns && n > srv->cfg.max_conns) {
 		atomic_fetch_sub_explicit(&srv->conns, 1, memory_order_relaxed);
-		return true;
+		return false;
 	}
-	return false;
+	while (n > peak &&
+	       !atomic_compare_exchange_weak_explicit(&srv->conns_peak, &peak, n,
+	                                              memory_order_relaxed, memory_order_relaxed))
+		;
+	return true;
+}
+
+void server_unadmit(struct server *srv)
+{
+	atomic_fetch_sub_explicit(&srv->conns, 1, memory_order_relaxed);
 }
 
 /* reject_busy - over --max-conns: one best-effort 421 and close, without
  * creating a session (Postfix: "421 4.7.0 <host> Error: too many
- * connections").  Non-blocking: a client that does not read loses it. */
+ * connections").  Input already received is read first, so the close sends
+ * FIN rather than a reset that could destroy the reply. */
 int reject_busy(struct server *srv, int fd)
 {
-	char msg[320];
+	char msg[320], sink[512];
 	int n = snprintf(msg, sizeof(msg), "421 4.7.0 %s Error: too many connections\r\n",
 	                 srv->cfg.hostname);
 
+	atomic_fetch_add_explicit(&srv->rejected, 1, memory_order_relaxed);
 	(void)!send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	shutdown(fd, SHUT_WR);
+	for (int i = 0; i < 8 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+		;
 	close(fd);
 	return 0;
 }
 
-static void lru_append(struct worker *w, struct conn *c)
+/* server_stop - raise the stop phase (from any thread; never lowered).
+ * Phase 1 starts the drain clock, phase 2 ends it now, phase 3 aborts. */
+void server_stop(struct server *srv, int phase, const char *why)
 {
-	c->lru_next = NULL;
-	c->lru_prev = w->lru_tail;
-	if (w->lru_tail)
-		w->lru_tail->lru_next = c;
-	else
-		w->lru_head = c;
-	w->lru_tail = c;
-	c->in_lru = 1;
-}
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* not a hot path */
+	uint64_t now = now_ns();
 
-void conn_lru_remove(struct conn *c)
-{
-	struct worker *w = c->w;
-
-	if (!c->in_lru)
-		return;
-	if (c->lru_prev)
-		c->lru_prev->lru_next = c->lru_next;
-	else
-		w->lru_head = c->lru_next;
-	if (c->lru_next)
-		c->lru_next->lru_prev = c->lru_prev;
-	else
-		w->lru_tail = c->lru_prev;
-	c->lru_prev = c->lru_next = NULL;
-	c->in_lru = 0;
-}
-
-void conn_touch(struct conn *c)
-{
-	c->last_active_ns = now_ns();
-	if (c->in_lru && c->w->lru_tail != c) {
-		conn_lru_remove(c);
-		lru_append(c->w, c);
-	}
-}
-
-void conn_mark_dirty(struct conn *c)
-{
-	if (c->in_dirty)
-		return;
-	c->in_dirty = 1;
-	c->dirty_next = c->w->dirty;
-	c->w->dirty = c;
-}
-
-/* conn_new - adopt an accepted socket: session, greeting, idle clock. */
-struct conn *conn_new(struct worker *w, int fd)
-{
-	const struct server_cfg *cfg = &w->srv->cfg;
-	struct conn *c = w->free_conns;
-	int one = 1;
-
-	if (c) {
-		w->free_conns = c->dirty_next;
-	} else {
-		c = malloc(sizeof(*c) + cfg->sess.line_max);
-		if (!c)
-			return NULL;
-		obuf_init(&c->out);
-	}
-	/* Keep the obuf's memory across reuse: its growth is sticky. */
-	struct obuf keep = c->out;
-	memset(c, 0, sizeof(*c));
-	c->out = keep;
-	c->out.len = c->out.off = 0;
-	c->out.overflow = 0;
-	c->out.inflight = NULL;
-	c->w = w;
-	c->fd = fd;
-	c->held_head = c->held_tail = -1;
-	/* Replies are already batched per read; Nagle would only add delay
-	 * when a reply follows an unacknowledged one. */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	sess_start(&c->sess, &cfg->sess, &w->st.sess, &c->out, c->carry, &w->id_seq,
-	           (uint32_t)w->id);
-	if (cfg->verify)
-		verify_attach(c);
-	w->st.conns_accepted++;
-	w->st.conns_active++;
-	if (w->st.conns_active > w->st.conns_peak)
-		w->st.conns_peak = w->st.conns_active;
-	atomic_fetch_add_explicit(&w->active, 1, memory_order_relaxed);
-	c->last_active_ns = now_ns();
-	lru_append(w, c);
-	conn_mark_dirty(c); /* the 220 greeting */
-	return c;
-}
-
-/* conn_release - the socket is closed and no operation refers to c. */
-void conn_release(struct conn *c)
-{
-	struct worker *w = c->w;
-
-	conn_lru_remove(c);
-	w->st.conns_closed++;
-	w->st.conns_active--;
-	atomic_fetch_sub_explicit(&w->active, 1, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&w->srv->conns, 1, memory_order_relaxed);
-	/* Big buffers from a pathological client are not kept in the pool. */
-	if (c->out.cap > 16 * 1024)
-		obuf_free(&c->out);
-	c->dirty_next = w->free_conns;
-	w->free_conns = c;
-}
-
-/* conn_input - bytes from the peer; see server.h. */
-size_t conn_input(struct conn *c, const char *p, size_t n)
-{
-	unsigned act;
-	size_t used;
-
-	if (c->closing || c->dead)
-		return n;
-	c->w->st.recv_bytes += n;
-	conn_touch(c);
-	used = sess_feed(&c->sess, p, n, &act);
-	if (c->out.overflow) {
-		c->w->st.out_overflow++;
-		c->dead = 1;
-		conn_mark_dirty(c);
-		return n;
-	}
-	if (obuf_pending(&c->out))
-		conn_mark_dirty(c);
-	if (act & SESS_ACT_CLOSE) {
-		c->closing = 1;
-		conn_lru_remove(c);
-		return n;
-	}
-	if (used < n) {
-		/* Replies pile up: the client pipelines without reading them. */
-		if (!c->read_paused)
-			c->w->st.read_pauses++;
-		c->read_paused = 1;
-		c->w->st.recv_bytes -= n - used; /* counted again when fed */
-	}
-	return used;
-}
-
-/* conn_peer_eof - the client closed its side; what was queued still goes
- * out (it may be half-closed and reading), then the connection closes. */
-void conn_peer_eof(struct conn *c)
-{
-	if (c->closing || c->dead)
-		return;
-	c->peer_eof = 1;
-	if (sess_in_content(&c->sess))
-		c->w->st.peer_closed_in_content++;
-	else
-		c->w->st.peer_closed++;
-	c->closing = 1;
-	conn_lru_remove(c);
-	conn_mark_dirty(c);
-}
-
-static void conn_stop(struct conn *c, unsigned act)
-{
-	if (act & SESS_ACT_CLOSE) {
-		c->closing = 1;
-		conn_lru_remove(c);
-		conn_mark_dirty(c);
-	}
-}
-
-/* worker_tick - expire idle sessions and run the shutdown phases. */
-uint64_t worker_tick(struct worker *w, uint64_t now)
-{
-	struct server *srv = w->srv;
-	uint64_t idle = srv->cfg.idle_timeout_ns, next = TICK_MAX_NS;
-	int phase = atomic_load_explicit(&srv->stop_phase, memory_order_relaxed);
-
-	while (idle && w->lru_head && now - w->lru_head->last_active_ns >= idle)
-		conn_stop(w->lru_head, sess_timeout(&w->lru_head->sess));
-	if (idle && w->lru_head) {
-		uint64_t left = w->lru_head->last_active_ns + idle - now;
-		if (left < next)
-			next = left;
-	}
-	if (phase >= 1) {
-		/* Graceful: 421 to sessions between transactions at once; those
-		 * inside DATA/BDAT get until the drain deadline (or a second
-		 * signal) to finish their message. */
-		bool force = phase >= 2 || now >= srv->drain_deadline_ns;
-		struct conn *c = w->lru_head, *nx;
-		for (; c; c = nx) {
-			nx = c->lru_next;
-			conn_stop(c, sess_shutdown(&c->sess, force));
+	pthread_mutex_lock(&lock);
+	int cur = atomic_load_explicit(&srv->stop_phase, memory_order_relaxed);
+	if (phase > cur) {
+		uint64_t dl = atomic_load_explicit(&srv->drain_deadline_ns, memory_order_relaxed);
+		if (cur == 0) {
+			dl = now + srv->cfg.drain_timeout_ns;
+			srv->stop_reason = why;
 		}
-		next = 50ull * 1000 * 1000;
+		if (phase >= 2 && dl > now)
+			dl = now;
+		atomic_store_explicit(&srv->drain_deadline_ns, dl, memory_order_relaxed);
+		atomic_store_explicit(&srv->stop_phase, phase, memory_order_release);
 	}
-	server_note_msgs(w);
-	worker_publish(w);
-	return next;
+	pthread_mutex_unlock(&lock);
+	for (int i = 0; i < srv->nworkers; i++)
+		worker_wake(&srv->workers[i]);
 }
 
-/* server_note_msgs - --exit-after bookkeeping: one shared atomic add per
- * loop iteration and only when the option is set. */
-void server_note_msgs(struct worker *w)
+void worker_wake(struct worker *w)
 {
-	struct server *srv = w->srv;
-	uint64_t d;
+	uint64_t one = 1;
 
-	if (!srv->cfg.exit_after)
-		return;
-	d = w->st.sess.msgs - w->published_msgs;
-	if (!d)
-		return;
-	w->published_msgs = w->st.sess.msgs;
-	if (atomic_fetch_add_explicit(&srv->total_msgs, d, memory_order_relaxed) + d >=
-	    srv->cfg.exit_after)
-		atomic_store_explicit(&srv->exit_reached, 1, memory_order_relaxed);
+	if (w->wake_fd >= 0)
+		(void)!write(w->wake_fd, &one, sizeof(one));
 }
 
 /* worker_publish - copy counters for the main thread, field by field with
- * relaxed atomics (no lock; a snapshot may mix fields of two instants). */
+ * atomic stores (no lock; a snapshot may mix fields of two instants). */
 void worker_publish(struct worker *w)
 {
 	uint64_t *d = (uint64_t *)&w->snap;
@@ -293,34 +136,197 @@ void worker_publish(struct worker *w)
 
 	for (size_t i = 0; i < sizeof(w->st) / sizeof(uint64_t); i++)
 		__atomic_store_n(&d[i], s[i], __ATOMIC_RELAXED);
+	w->last_publish = w->now;
 }
 
-bool worker_done(struct worker *w)
+static uint64_t min_u64(uint64_t a, uint64_t b)
 {
-	return atomic_load_explicit(&w->srv->stop_phase, memory_order_relaxed) >= 1 &&
-	       atomic_load_explicit(&w->srv->acceptor_stopped, memory_order_relaxed) &&
-	       w->st.conns_active == 0;
+	return a < b ? a : b;
 }
 
-void worker_init(struct worker *w, struct server *srv, int id)
+/* shutdown_sessions - 421 4.3.2 to every session (force: also those inside
+ * a message). */
+static void shutdown_sessions(struct worker *w, bool force)
 {
-	memset(w, 0, sizeof(*w));
-	w->srv = srv;
-	w->id = id;
-	w->ring_fd = -1;
+	struct conn *c = w->lists[CONN_SESSION].head, *nx;
+
+	for (; c; c = nx) {
+		nx = c->next; /* conn_close moves c to the CLOSING list */
+		conn_close(c, sess_shutdown(&c->sess, force));
+	}
 }
 
-void worker_fini(struct worker *w)
+/* worker_tick - deadlines and stop phases; returns the next deadline. */
+static uint64_t worker_tick(struct worker *w, int phase)
+{
+	struct server *srv = w->srv;
+	uint64_t now = w->now, next = now + TICK_MAX_NS, idle = srv->cfg.idle_timeout_ns;
+	uint64_t close_cut = UINT64_MAX;
+	struct conn *c;
+
+	if (phase >= 1) {
+		uint64_t dl = atomic_load_explicit(&srv->drain_deadline_ns, memory_order_relaxed);
+		if (w->phase_seen == 0) {
+			w->ops->stop_accepting(w);
+			shutdown_sessions(w, false);
+		}
+		if (!w->forced && now >= dl) {
+			w->forced = true;
+			shutdown_sessions(w, true);
+		}
+		if (!w->forced)
+			next = min_u64(next, dl);
+		close_cut = dl + CONN_DRAIN_GRACE;
+		next = min_u64(next, close_cut);
+	}
+	w->phase_seen = phase;
+
+	/* Idle sessions, paused ones included: 421 4.4.2 (RFC 5321 4.5.3.2.7). */
+	while (idle && (c = w->lists[CONN_SESSION].head) && now - c->since_ns >= idle)
+		conn_close(c, sess_timeout(&c->sess));
+	if (idle && (c = w->lists[CONN_SESSION].head))
+		next = min_u64(next, c->since_ns + idle);
+
+	/* Closing connections whose client neither takes its last reply nor
+	 * closes: reset. */
+	while ((c = w->lists[CONN_CLOSING].head) &&
+	       (now - c->since_ns >= CONN_CLOSE_NS || now >= close_cut)) {
+		w->st.close_timeouts++;
+		conn_abort(c, true);
+	}
+	if ((c = w->lists[CONN_CLOSING].head))
+		next = min_u64(next, c->since_ns + CONN_CLOSE_NS);
+	return next;
+}
+
+/* worker_flush - sync every dirty connection with its socket.  A
+ * connection stays marked while it is synced (the backend handles what the
+ * connection layer does meanwhile); one that asks for another turn waits
+ * for the next loop turn, which then does not block. */
+static void worker_flush(struct worker *w)
+{
+	struct conn *c = w->dirty, *nx, *again = NULL;
+
+	w->dirty = NULL;
+	for (; c; c = nx) {
+		nx = c->dirty_next;
+		if (w->ops->sync(w, c)) {
+			c->dirty_next = again;
+			again = c;
+		} else {
+			c->in_dirty = 0; /* c may be released (pooled) by now */
+		}
+	}
+	while (again) {
+		c = again;
+		again = c->dirty_next;
+		c->dirty_next = w->dirty;
+		w->dirty = c;
+	}
+}
+
+static bool worker_empty(const struct worker *w)
+{
+	for (int s = 0; s < CONN_NSTATES; s++)
+		if (w->lists[s].head)
+			return false;
+	return true;
+}
+
+/* abort_all - phase 3: close every socket without ceremony. */
+static void abort_all(struct worker *w)
+{
+	for (int s = 0; s < CONN_NSTATES; s++)
+		for (struct conn *c = w->lists[s].head; c; c = c->next)
+			if (c->fd >= 0) {
+				conn_set_socket_reset(c->fd);
+				close(c->fd);
+				c->fd = -1;
+			}
+}
+
+static void free_all(struct worker *w)
 {
 	struct conn *c, *nx;
 
+	for (int s = 0; s < CONN_NSTATES; s++) {
+		for (c = w->lists[s].head; c; c = nx) {
+			nx = c->next;
+			obuf_free(&c->out);
+			free(c->held);
+			free(c);
+		}
+		memset(&w->lists[s], 0, sizeof(w->lists[s]));
+	}
 	for (c = w->free_conns; c; c = nx) {
-		nx = c->dirty_next;
+		nx = c->next;
 		obuf_free(&c->out);
 		free(c);
 	}
 	w->free_conns = NULL;
-	free(w->rbuf);
-	w->rbuf = NULL;
+}
+
+void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct server *srv = w->srv;
+	uint64_t next = 0;
+	int ret;
+
+	w->now = now_ns();
+	ret = w->ops->init(w);
+	if (ret) {
+		fprintf(stderr, "smtpsink: worker %d: %s setup: %s\n", w->id, w->ops->name,
+		        strerror(-ret));
+		atomic_store(&w->ready, -1);
+		return NULL;
+	}
+	atomic_store(&w->ready, 1);
+	for (;;) {
+		int phase = atomic_load_explicit(&srv->stop_phase, memory_order_acquire);
+		/* Hand-offs sent before the acceptor stopped are in the ring once a
+		 * wait has run after we saw it stop (MSG_RING task work). */
+		bool handoffs_done = w->handoffs_done;
+
+		w->now = now_ns();
+		if (phase >= 3)
+			break;
+		if (phase != w->phase_seen || w->now >= next)
+			next = worker_tick(w, phase);
+		worker_flush(w);
+		if (phase >= 1 && handoffs_done && worker_empty(w))
+			break;
+		bool just_stopped = false;
+		if (phase >= 1 && !w->handoffs_done) {
+			w->handoffs_done =
+			    atomic_load_explicit(&srv->acceptor_stopped, memory_order_acquire);
+			just_stopped = w->handoffs_done; /* one more pass, without waiting */
+		}
+		w->ops->wait(w, w->dirty || just_stopped ? 0 : next > w->now ? next - w->now : 0);
+		w->st.loops++;
+		if (w->now - w->last_publish >= PUBLISH_NS)
+			worker_publish(w);
+	}
+	abort_all(w);
+	w->ops->fini(w);
+	free_all(w);
 	worker_publish(w);
+	return NULL;
+}
+
+void worker_init(struct worker *w, struct server *srv, int id, const struct backend_ops *ops)
+{
+	memset(w, 0, sizeof(*w));
+	w->srv = srv;
+	w->id = id;
+	w->ops = ops;
+	w->ring_fd = -1;
+	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+void worker_fini(struct worker *w)
+{
+	if (w->wake_fd >= 0)
+		close(w->wake_fd);
+	w->wake_fd = -1;
 }

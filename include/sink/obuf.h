@@ -16,16 +16,16 @@
 #include <stdint.h>
 
 #define OBUF_INIT_CAP 512u
-#define OBUF_SOFT_MAX (64u * 1024u)
+#define OBUF_SOFT_MAX (32u * 1024u)
 #define OBUF_HARD_MAX (1024u * 1024u)
 
 struct obuf {
 	char *p;
-	char *inflight;    /* buffer an asynchronous send still reads, or NULL */
-	uint32_t len;      /* bytes appended */
-	uint32_t off;      /* bytes already sent (p[off..len) pending) */
+	char *inflight; /* buffer an asynchronous send still reads, or NULL */
+	uint32_t len;   /* bytes appended */
+	uint32_t off;   /* bytes already sent (p[off..len) pending) */
 	uint32_t cap;
-	uint8_t overflow;  /* an append hit OBUF_HARD_MAX: close the connection */
+	uint8_t overflow; /* an append hit OBUF_HARD_MAX: close the connection */
 };
 
 void obuf_init(struct obuf *b);

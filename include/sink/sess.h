@@ -161,6 +161,7 @@ struct sess {
 	uint16_t tx_fail_reason; /* which reply to give at end of content */
 	uint32_t nrcpt;
 	uint32_t nrcpt_refused; /* 452s for too many recipients in this transaction */
+	uint32_t msgs;          /* messages accepted in this session */
 	uint32_t errors;
 	uint64_t tx_size;  /* octets received in this transaction */
 	uint64_t bdat_len; /* size of the current chunk */

@@ -241,10 +241,22 @@ class Abuse(unittest.TestCase):
                 busy.close()
 
     def test_exit_after(self):
+        # The 3rd accepted message stops the server: that session gets its
+        # 250 and then 421 4.3.2 at once, and the process exits 0.
         for be, make in self.each(["--exit-after", "3", "--threads", "2"]):
             with self.subTest(backend=be), make() as s:
-                for _ in range(3):
+                for _ in range(2):
                     good_session(s.port)
+                c = s.connect()
+                chat(c, b"")
+                chat(c, b"EHLO t.test\r\n")
+                chat(c, b"MAIL FROM:<a@t.test>\r\n")
+                chat(c, b"RCPT TO:<r@t.test>\r\n")
+                chat(c, b"DATA\r\n")
+                c.sendall(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+                out = read_all(c)
+                self.assertRegex(out, rb"^250 2\.0\.0 Ok: queued as [0-9A-F]{16}\r\n"
+                                      rb"421 4\.3\.2 smtpsink\.localhost Service shutting down\r\n$")
                 self.assertEqual(s.wait(timeout=10), 0)
                 self.assertEqual(s.counters()["messages"], 3)
 

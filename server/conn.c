@@ -1,0 +1,437 @@
+/*
+ * conn.c - smtpsink's connection layer: one state machine per connection,
+ * the same under both I/O backends (see server.h for the layering).
+ *
+ *   SESSION --(QUIT, 421, error limit, idle timeout, shutdown, peer EOF)-->
+ *   CLOSING --(flushed, write side shut, peer closed | deadline)-->
+ *   CLOSED  --(backend: nothing in flight, socket closed)--> released
+ *
+ * Every state has a deadline (worker.c walks the per-state lists): the idle
+ * timeout since the last progress in SESSION, CONN_CLOSE_NS in CLOSING, and
+ * at shutdown the drain deadline for both.  CLOSED needs none: the backend
+ * only waits for cancelled operations, which the kernel completes at once.
+ *
+ * Backpressure (RFC 2920 3.2: the server must never lose buffered input):
+ * when a client pipelines without reading its replies, sess_feed() stops
+ * taking input above OBUF_SOFT_MAX octets of unsent replies.  The rest of
+ * that receive is copied into the connection's held buffer and the backend
+ * stops receiving (conn_wants_input() turns false).  Replies drained below
+ * half the soft cap resume: held input is fed first, then the socket again.
+ * Copying means no backend ever holds a receive buffer for a client that
+ * does not read, so such clients cannot starve the io_uring buffer pool;
+ * and since untrusted connections receive at most CONN_RECV_SMALL octets at
+ * a time (conn_bulk()), the held copy of a client that never read anything
+ * stays under that size.  Per connection: <= 33 KiB of replies, <= 16 KiB
+ * (64 KiB for a session that was trusted before it stopped reading) of held
+ * input, ~3 KiB of state; the rest waits in the kernel's socket buffer,
+ * bounded by TCP flow control.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server.h"
+
+/* --- per-state lists (timers) --------------------------------------- */
+
+static void list_append(struct conn_list *l, struct conn *c)
+{
+	c->next = NULL;
+	c->prev = l->tail;
+	if (l->tail)
+		l->tail->next = c;
+	else
+		l->head = c;
+	l->tail = c;
+	l->n++;
+}
+
+void conn_list_remove(struct conn *c)
+{
+	struct conn_list *l = &c->w->lists[c->state];
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		l->head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		l->tail = c->prev;
+	c->prev = c->next = NULL;
+	l->n--;
+}
+
+/* set_state - move c to the list of its new state; the state's clock
+ * starts now. */
+static void set_state(struct conn *c, enum conn_state st)
+{
+	conn_list_remove(c);
+	c->state = (uint8_t)st;
+	c->since_ns = c->w->now;
+	list_append(&c->w->lists[st], c);
+}
+
+/* progress - the session moved (input consumed or output sent): its idle
+ * deadline starts again, so it goes to the tail of the SESSION list. */
+static void progress(struct conn *c)
+{
+	struct worker *w = c->w;
+
+	c->since_ns = w->now;
+	if (w->lists[CONN_SESSION].tail != c) {
+		conn_list_remove(c);
+		list_append(&w->lists[CONN_SESSION], c);
+	}
+}
+
+void conn_mark_dirty(struct conn *c)
+{
+	if (c->in_dirty)
+		return;
+	c->in_dirty = 1;
+	c->dirty_next = c->w->dirty;
+	c->w->dirty = c;
+}
+
+/* conn_set_socket_reset - make the coming close() send RST (SO_LINGER 0):
+ * for a client that does not take its final reply, nothing is gained by
+ * letting the kernel keep trying. */
+void conn_set_socket_reset(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+/* --- held input --------------------------------------------------------- */
+
+static void held_free(struct conn *c)
+{
+	free(c->held);
+	c->held = NULL;
+	c->held_len = c->held_off = c->held_cap = 0;
+}
+
+static inline uint32_t held_pending(const struct conn *c)
+{
+	return c->held_len - c->held_off;
+}
+
+/* held_append - keep input the session cannot take yet.  Past
+ * CONN_HELD_MAX the client has pipelined far beyond what it reads: that
+ * connection is dropped (in_overflow) rather than grow server memory. */
+static bool held_append(struct conn *c, const char *p, size_t n)
+{
+	uint32_t keep = held_pending(c);
+
+	if ((size_t)keep + n > CONN_HELD_MAX) {
+		c->w->st.in_overflow++;
+		conn_abort(c, true);
+		return false;
+	}
+	if (c->held_off) {
+		memmove(c->held, c->held + c->held_off, keep);
+		c->held_off = 0;
+		c->held_len = keep;
+	}
+	if (keep + n > c->held_cap) {
+		uint32_t cap = c->held_cap ? c->held_cap : 4096;
+		while (cap < keep + n)
+			cap *= 2;
+		char *h = realloc(c->held, cap);
+		if (!h) {
+			c->w->st.in_overflow++;
+			conn_abort(c, true);
+			return false;
+		}
+		c->held = h;
+		c->held_cap = cap;
+	}
+	memcpy(c->held + c->held_len, p, n);
+	c->held_len += (uint32_t)n;
+	return true;
+}
+
+/* --- feeding the session ---------------------------------------------- */
+
+/* after_feed - act on what the session did with used of n octets. */
+static void after_feed(struct conn *c, size_t used, size_t n, unsigned act)
+{
+	if (c->out.overflow) {
+		c->w->st.out_overflow++;
+		conn_abort(c, true);
+		return;
+	}
+	if (used)
+		progress(c);
+	if (obuf_pending(&c->out))
+		conn_mark_dirty(c);
+	if (act & SESS_ACT_CLOSE) {
+		conn_close(c, act);
+		return;
+	}
+	if (used < n) {
+		/* Replies pile up: the client pipelines without reading them. */
+		if (!c->paused)
+			c->w->st.read_pauses++;
+		c->paused = 1;
+		c->ever_paused = 1;
+		c->trusted = 0;
+		conn_mark_dirty(c); /* the backend stops receiving */
+	} else if (!c->trusted && !c->ever_paused && c->sess.msgs) {
+		c->trusted = 1; /* finished a message without backing up */
+	}
+}
+
+void conn_input(struct conn *c, const char *p, size_t n)
+{
+	unsigned act = 0;
+	size_t used;
+
+	c->w->st.recv_bytes += n;
+	if (c->state != CONN_SESSION)
+		return; /* closing: lingering drain, dropped */
+	if (c->paused || held_pending(c)) {
+		/* Arrived before the pause reached the backend: keep order. */
+		held_append(c, p, n);
+		return;
+	}
+	used = sess_feed(&c->sess, p, n, &act);
+	after_feed(c, used, n, act);
+	if (c->state == CONN_SESSION && used < n)
+		held_append(c, p + used, n - used);
+}
+
+/* resume - replies drained: feed held input, then read the socket again. */
+static void resume(struct conn *c)
+{
+	c->paused = 0;
+	while (held_pending(c) && c->state == CONN_SESSION && !c->paused) {
+		unsigned act = 0;
+		size_t n = held_pending(c);
+		size_t used = sess_feed(&c->sess, c->held + c->held_off, n, &act);
+
+		c->held_off += (uint32_t)used;
+		after_feed(c, used, n, act);
+	}
+	if (c->state != CONN_SESSION)
+		return;
+	if (!held_pending(c)) {
+		held_free(c);
+		if (c->peer_eof) {
+			c->peer_eof = 0; /* the EOF is acted on now */
+			conn_eof(c);
+			return;
+		}
+	}
+	conn_mark_dirty(c);
+}
+
+/* shut_write - everything is sent: FIN, then drain until the client closes
+ * (or the CLOSING deadline). */
+static void shut_write(struct conn *c)
+{
+	shutdown(c->fd, SHUT_WR);
+	c->wr_shut = 1;
+	if (c->peer_eof)
+		conn_abort(c, false);
+	else
+		conn_mark_dirty(c);
+}
+
+void conn_sent(struct conn *c, size_t n)
+{
+	obuf_send_done(&c->out, n);
+	if (c->state == CONN_SESSION) {
+		if (n)
+			progress(c);
+		if (c->paused && obuf_pending(&c->out) < OBUF_SOFT_MAX / 2)
+			resume(c);
+	} else if (c->state == CONN_CLOSING && !c->wr_shut && !obuf_pending(&c->out)) {
+		shut_write(c);
+	}
+	conn_mark_dirty(c);
+}
+
+/* conn_close - the session is over (its final reply, if any, is queued). */
+void conn_close(struct conn *c, unsigned act)
+{
+	if (!(act & SESS_ACT_CLOSE) || c->state != CONN_SESSION)
+		return;
+	set_state(c, CONN_CLOSING);
+	c->paused = 0;
+	held_free(c); /* RFC 5321 4.1.1.10: nothing after QUIT is read */
+	if (!obuf_pending(&c->out))
+		shut_write(c);
+	conn_mark_dirty(c);
+}
+
+/* conn_abort - close now; rst: reset instead of FIN (unsent data dropped). */
+void conn_abort(struct conn *c, bool rst)
+{
+	if (c->state == CONN_CLOSED)
+		return;
+	set_state(c, CONN_CLOSED);
+	c->rst = rst;
+	c->paused = 0;
+	held_free(c);
+	conn_mark_dirty(c);
+}
+
+void conn_eof(struct conn *c)
+{
+	switch (c->state) {
+	case CONN_SESSION:
+		c->peer_eof = 1;
+		if (held_pending(c))
+			return; /* held input (maybe a QUIT) is answered first */
+		if (sess_in_content(&c->sess))
+			c->w->st.peer_closed_in_content++;
+		else if (c->sess.state != SESS_ST_CLOSING)
+			c->w->st.peer_closed++;
+		/* A half-closed client may still read what is queued. */
+		set_state(c, CONN_CLOSING);
+		if (!obuf_pending(&c->out))
+			shut_write(c);
+		conn_mark_dirty(c);
+		break;
+	case CONN_CLOSING:
+		c->peer_eof = 1;
+		if (c->wr_shut)
+			conn_abort(c, false);
+		break;
+	default:
+		break;
+	}
+}
+
+void conn_error(struct conn *c, int err)
+{
+	(void)err;
+	/* While closing, a reset is how many clients say goodbye. */
+	if (c->state == CONN_SESSION)
+		c->w->st.io_errors++;
+	conn_abort(c, false);
+}
+
+/* --- the session's host: policy and per-message hooks -------------------- */
+
+/* host_may_start - no new transaction once the server is stopping. */
+static bool host_may_start(void *ctx)
+{
+	const struct conn *c = ctx;
+
+	return atomic_load_explicit(&c->w->srv->stop_phase, memory_order_relaxed) == 0;
+}
+
+static const struct sess_policy_ops host_policy = {host_may_start};
+
+static void host_begin(void *ctx)
+{
+	struct conn *c = ctx;
+
+	stamp_verify_begin(&c->vc);
+}
+
+static void host_content(void *ctx, const char *p, size_t n)
+{
+	struct conn *c = ctx;
+
+	stamp_verify_feed(&c->vc, p, n);
+}
+
+/* host_end - --verify's check and --exit-after's count.  The count is one
+ * shared atomic add per accepted message, paid only with --exit-after; the
+ * N-th message stops the server at once, so every session's next MAIL is
+ * refused (sess.c may_start). */
+static void host_end(void *ctx, bool accepted)
+{
+	struct conn *c = ctx;
+	struct server *srv = c->w->srv;
+
+	if (srv->cfg.verify)
+		verify_message_end(c->w, &c->vc, accepted);
+	if (accepted && srv->cfg.exit_after &&
+	    atomic_fetch_add_explicit(&srv->total_msgs, 1, memory_order_relaxed) + 1 ==
+	        srv->cfg.exit_after)
+		server_stop(srv, 1, "--exit-after reached");
+}
+
+static const struct sess_content_ops host_verify_ops = {host_begin, host_content, host_end};
+static const struct sess_content_ops host_count_ops = {NULL, NULL, host_end};
+
+/* --- open and release ------------------------------------------------- */
+
+struct conn *conn_open(struct worker *w, int fd)
+{
+	struct server *srv = w->srv;
+	const struct server_cfg *cfg = &srv->cfg;
+	struct conn *c = w->free_conns;
+	int one = 1;
+
+	if (c) {
+		w->free_conns = c->next;
+	} else {
+		c = malloc(sizeof(*c) + cfg->sess.line_max);
+		if (!c) {
+			close(fd);
+			server_unadmit(srv);
+			return NULL;
+		}
+		obuf_init(&c->out);
+	}
+	/* Keep the obuf's memory across reuse: its growth is sticky. */
+	struct obuf keep = c->out;
+	memset(c, 0, sizeof(*c));
+	c->out = keep;
+	c->out.len = c->out.off = 0;
+	c->out.overflow = 0;
+	c->out.inflight = NULL;
+	c->w = w;
+	c->fd = fd;
+	/* Replies are already batched per read; Nagle would only add delay
+	 * when a reply follows an unacknowledged one. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	sess_start(&c->sess, &cfg->sess, &w->st.sess, &c->out, c->carry, &w->id_seq,
+	           (uint32_t)w->id);
+	c->sess.policy_ops = &host_policy;
+	c->sess.content_ctx = c;
+	if (cfg->verify)
+		c->sess.content_ops = &host_verify_ops;
+	else if (cfg->exit_after)
+		c->sess.content_ops = &host_count_ops;
+	w->st.conns_accepted++;
+	atomic_fetch_add_explicit(&w->active, 1, memory_order_relaxed);
+	c->state = CONN_SESSION;
+	c->since_ns = w->now;
+	list_append(&w->lists[CONN_SESSION], c);
+	conn_mark_dirty(c); /* the 220 greeting */
+	if (atomic_load_explicit(&srv->stop_phase, memory_order_acquire))
+		conn_close(c, sess_shutdown(&c->sess, true)); /* handed over as we stop */
+	return c;
+}
+
+/* conn_release - the socket is closed and no operation refers to c. */
+void conn_release(struct conn *c)
+{
+	struct worker *w = c->w;
+
+	/* Only a backend's sync() releases, and the flush that called it
+	 * forgets c afterwards (see worker_flush). */
+	conn_list_remove(c);
+	held_free(c);
+	w->st.conns_closed++;
+	atomic_fetch_sub_explicit(&w->active, 1, memory_order_relaxed);
+	server_unadmit(w->srv);
+	/* Big buffers from a pathological client are not kept in the pool. */
+	if (c->out.cap > 16 * 1024)
+		obuf_free(&c->out);
+	c->next = w->free_conns;
+	w->free_conns = c;
+}

@@ -223,11 +223,28 @@ size_t scan_data(struct scan_state *st, const char *buf, size_t len, struct scan
 		seg->len = 1;
 		return 0;
 	}
+	/* The SIMD skip classifies a whole 64-octet block to find the first
+	 * unclean octet.  The octet where it stopped is known to need the scalar
+	 * machine, so the skip is not asked again before it.  Content full of
+	 * bare LFs or CRs would still have it run for nearly every octet (64
+	 * times the work of the scalar machine), so after a skip that gains
+	 * less than half a block the scalar machine keeps going for a while
+	 * (8, 16, ... 256 octets) before the next try. */
+	size_t skip_at = 0;
+	unsigned backoff = 8;
 	while (i < len) {
-		if ((s == SCAN_DS_MID || s == SCAN_DS_LS_BARE) && data_skip && len - i >= 64) {
+		if ((s == SCAN_DS_MID || s == SCAN_DS_LS_BARE) && data_skip && len - i >= 64 &&
+		    i >= skip_at) {
 			st->dstate = s;
 			size_t j = data_skip(st, buf, i, len);
 			s = st->dstate;
+			if (j - i < 32) {
+				skip_at = j + backoff;
+				backoff = backoff < 256 ? backoff * 2 : 256;
+			} else {
+				skip_at = j + 1;
+				backoff = 8;
+			}
 			if (j != i) {
 				i = j;
 				continue;

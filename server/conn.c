@@ -21,10 +21,12 @@
  * does not read, so such clients cannot starve the io_uring buffer pool;
  * and since untrusted connections receive at most CONN_RECV_SMALL octets at
  * a time (conn_bulk()), the held copy of a client that never read anything
- * stays under that size.  Per connection: <= 33 KiB of replies, <= 16 KiB
- * (64 KiB for a session that was trusted before it stopped reading) of held
- * input, ~3 KiB of state; the rest waits in the kernel's socket buffer,
- * bounded by TCP flow control.
+ * stays under that size.  Memory per client that pipelines and never reads:
+ * a reply buffer of at most 16 KiB (OBUF_SOFT_MAX 8 KiB + one reply), held
+ * input of at most 16 KiB (64 KiB for a session that was trusted before it
+ * stopped reading; beyond that it is dropped, see held_append) and ~3 KiB
+ * of state: <= 36 KiB.  The rest of its input waits in the kernel's socket
+ * buffer, bounded by TCP flow control.
  */
 #include <errno.h>
 #include <netinet/in.h>

@@ -21,11 +21,11 @@
 
 #include "server.h"
 
-#define RBUF_SIZE      (64 * 1024)
-#define MAX_EVENTS     256
-#define READS_PER_SYNC 16   /* then let other connections have a turn */
-#define TAG_LISTEN     1ull /* epoll data: (index << 2) | tag; conns are pointers */
-#define TAG_WAKE       2ull
+#define RBUF_SIZE         (64 * 1024)
+#define MAX_EVENTS        256
+#define SYSCALLS_PER_SYNC 8    /* then let other connections have a turn */
+#define TAG_LISTEN        1ull /* epoll data: (index << 2) | tag; conns are pointers */
+#define TAG_WAKE          2ull
 
 struct epoll_worker {
 	int ep;
@@ -97,31 +97,33 @@ static bool ep_sync(struct worker *w, struct conn *c)
 {
 	struct epoll_worker *e = w->backend;
 	struct econn *ec = EC(c);
-	bool again = false;
+	int budget = SYSCALLS_PER_SYNC;
 
-	for (int reads = 0; c->state != CONN_CLOSED;) {
-		while (ec->writable && obuf_pending(&c->out) && c->state != CONN_CLOSED) {
+	/* Send what is pending, then read while the connection wants input;
+	 * received input may queue more replies, so go round.  The budget keeps
+	 * one busy connection (say, one pipelining without reading, whose
+	 * replies drain as fast as its TCP window opens) from holding up the
+	 * others: past it, the connection waits for the next loop turn. */
+	while (c->state != CONN_CLOSED && budget > 0) {
+		if (ec->writable && obuf_pending(&c->out)) {
 			size_t want = obuf_pending(&c->out);
 			ssize_t n = send(c->fd, c->out.p + c->out.off, want, MSG_NOSIGNAL);
+			budget--;
 			if (n > 0) {
 				if ((size_t)n < want)
 					w->st.short_sends++;
 				conn_sent(c, (size_t)n);
-			} else if (n < 0 && errno == EINTR) {
-				continue;
 			} else if (n < 0 && errno == EAGAIN) {
 				ec->writable = 0; /* EPOLLOUT (edge) says when to go on */
-			} else {
+			} else if (!(n < 0 && errno == EINTR)) {
 				conn_error(c, n < 0 ? errno : EPIPE);
 			}
+			continue;
 		}
-		if (c->state == CONN_CLOSED || !ec->readable || !conn_wants_input(c))
+		if (!ec->readable || !conn_wants_input(c))
 			break;
-		if (reads++ == READS_PER_SYNC) {
-			again = true; /* fairness: more next turn */
-			break;
-		}
 		ssize_t n = recv(c->fd, e->rbuf, conn_bulk(c) ? RBUF_SIZE : CONN_RECV_SMALL, 0);
+		budget--;
 		if (n > 0) {
 			conn_input(c, e->rbuf, (size_t)n);
 		} else if (n == 0) {
@@ -133,15 +135,17 @@ static bool ep_sync(struct worker *w, struct conn *c)
 			conn_error(c, errno);
 		}
 	}
+	if (c->state != CONN_CLOSED && budget <= 0 &&
+	    ((ec->writable && obuf_pending(&c->out)) || (ec->readable && conn_wants_input(c))))
+		return true; /* more next turn */
 	if (c->state == CONN_CLOSED) {
 		if (c->rst)
 			conn_set_socket_reset(c->fd);
 		close(c->fd); /* also leaves the epoll set */
 		c->fd = -1;
 		conn_release(c);
-		return false;
 	}
-	return again;
+	return false;
 }
 
 static int ep_init(struct worker *w)

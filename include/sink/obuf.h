@@ -16,7 +16,11 @@
 #include <stdint.h>
 
 #define OBUF_INIT_CAP 512u
-#define OBUF_SOFT_MAX (32u * 1024u)
+/* Small on purpose: a pipelined group rarely produces more than a few KiB
+ * of replies, and a client that pipelines without reading gets a fair,
+ * small share of each loop turn (and costs little memory) when the I/O
+ * layer pauses it at this mark. */
+#define OBUF_SOFT_MAX (8u * 1024u)
 #define OBUF_HARD_MAX (1024u * 1024u)
 
 struct obuf {

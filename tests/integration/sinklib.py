@@ -177,3 +177,49 @@ def backends():
     else:
         sys.stderr.write("io_uring unavailable here: testing the epoll backend only\n")
     return out
+
+
+def proc_rss_kib(pid):
+    """Resident set size of a process, in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def proc_cpu_seconds(pid):
+    """User + system CPU seconds a process has used so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_fds(pid):
+    """Number of open descriptors of a process."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def raise_nofile(n):
+    """Let this test process hold n sockets; returns False when it cannot."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n:
+        return False
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n), hard))
+    return True
+
+
+def main():
+    """unittest.main(), but a file in which any test skipped exits 77, so
+    CTest reports it as skipped instead of passing silently."""
+    import unittest
+    prog = unittest.main(verbosity=2, exit=False)
+    res = prog.result
+    if not res.wasSuccessful():
+        sys.exit(1)
+    if res.skipped:
+        for test, why in res.skipped:
+            sys.stderr.write("SKIPPED %s: %s\n" % (test.id(), why))
+        sys.exit(77)
+    sys.exit(0)

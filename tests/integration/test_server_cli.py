@@ -5,6 +5,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
+import sinklib  # noqa: E402
 from sinklib import SMTPSINK, Sink, chat  # noqa: E402
 
 
@@ -61,4 +62,4 @@ class Cli(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    sinklib.main()

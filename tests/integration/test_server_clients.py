@@ -13,6 +13,7 @@ import unittest
 from email.message import EmailMessage
 
 sys.path.insert(0, os.path.dirname(__file__))
+import sinklib  # noqa: E402
 from sinklib import SLOW, Sink, backends, good_session  # noqa: E402
 
 BACKENDS = backends()
@@ -126,4 +127,4 @@ class Clients(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    sinklib.main()

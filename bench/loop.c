@@ -270,6 +270,7 @@ static void finish_close(struct loop *L, struct csess *s, uint64_t now)
 	struct bench_stats *st = &L->t->st;
 	const struct client *cl = &s->cl;
 
+	s->want_close = 0;
 	L->io->close(L, s);
 	if (cl->fail == CLIENT_FAIL_NONE) {
 		st->conn_quit++;
@@ -281,6 +282,15 @@ static void finish_close(struct loop *L, struct csess *s, uint64_t now)
 	if (s->progress)
 		s->fails = 0;
 	after_close(L, s, now);
+}
+
+/* settle - after handle(): close when the core said so, unless the
+ * connection already ended inside (an epoll write error closes at once,
+ * which the generation number tells). */
+static void settle(struct loop *L, struct csess *s, uint32_t gen, uint64_t now)
+{
+	if (s->gen == gen && s->want_close)
+		finish_close(L, s, now);
 }
 
 /* --- the session's conversation ------------------------------------------------------ */
@@ -382,27 +392,28 @@ void drv_connected(struct loop *L, struct csess *s, int err)
 void drv_input(struct loop *L, struct csess *s, const char *p, size_t n)
 {
 	uint64_t now = bench_now();
+	uint32_t gen = s->gen;
 	size_t off = 0;
 
-	while (off < n && !s->want_close) {
+	while (off < n && s->gen == gen && !s->want_close) {
 		unsigned act;
 		off += client_feed(&s->cl, p + off, n - off, &act);
 		if (act)
 			handle(L, s, act, now);
 	}
-	if (s->want_close)
-		finish_close(L, s, now);
+	settle(L, s, gen, now);
 }
 
 void drv_eof(struct loop *L, struct csess *s, int err)
 {
 	uint64_t now = bench_now();
+	uint32_t gen = s->gen;
 	unsigned act = client_eof(&s->cl);
 
 	if (err && s->cl.fail == CLIENT_FAIL_DROPPED)
 		snprintf(s->cl.text, sizeof(s->cl.text), "%s", strerror(err));
-	handle(L, s, act, now);
-	finish_close(L, s, now);
+	handle(L, s, act | CLIENT_ACT_CLOSE, now);
+	settle(L, s, gen, now);
 }
 
 void drv_wrote(struct loop *L, struct csess *s, size_t n)
@@ -432,13 +443,15 @@ static void check_timers(struct loop *L, uint64_t now)
 		case D_LIVE:
 			if (client_waiting(&s->cl) || client_has_output(&s->cl)) {
 				if (now >= s->deadline) {
-					handle(L, s, client_timeout(&s->cl), now);
-					finish_close(L, s, now);
+					uint32_t gen = s->gen;
+					handle(L, s, client_timeout(&s->cl) | CLIENT_ACT_CLOSE,
+					       now);
+					settle(L, s, gen, now);
 				}
 			} else if (s->cl.state == CLIENT_ST_READY) {
+				uint32_t gen = s->gen;
 				handle(L, s, CLIENT_ACT_READY, now); /* open loop, or run over */
-				if (s->want_close)
-					finish_close(L, s, now);
+				settle(L, s, gen, now);
 			}
 			break;
 		default:
@@ -477,9 +490,9 @@ static void housekeeping(struct loop *L, uint64_t now, uint64_t *last_tick, uint
 		for (uint32_t i = 0; i < t->nsess && now >= L->next_sched_ns; i++) {
 			struct csess *s = &L->s[i];
 			if (s->st == D_LIVE && s->cl.state == CLIENT_ST_READY) {
+				uint32_t gen = s->gen;
 				handle(L, s, CLIENT_ACT_READY, now);
-				if (s->want_close)
-					finish_close(L, s, now);
+				settle(L, s, gen, now);
 			}
 		}
 	pump_connects(L, now);

@@ -1,5 +1,13 @@
 /*
  * bench.h - smtpbench internals shared by its files
+ *
+ *   main.c      options, bodies, threads, signals, the no-progress watchdog
+ *   loop.c      per-thread session driver: connects (paced), timers,
+ *               accounting; calls the client core (common/client.c) for
+ *               every protocol decision and a backend to move bytes
+ *   io_epoll.c  backend: non-blocking sockets, epoll, writev/recv
+ *   io_uring.c  backend: connect, sendmsg, multishot recv on provided buffers
+ *   report.c    text report, JSON report (jansson), merge
  */
 #ifndef SINK_BENCH_H
 #define SINK_BENCH_H
@@ -9,24 +17,26 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
+#include "sink/client.h"
 #include "sink/hist.h"
-#include "sink/reply.h"
+#include "sink/pace.h"
 #include "sink/stamp.h"
+#include "sink/uring.h"
 
-#define BENCH_MAX_TARGETS 16
-#define BENCH_MAX_SIZES   16
-#define BENCH_MAX_BIND    64
-
-enum err_class { E_CONNECT = 0, E_4XX, E_5XX, E_TIMEOUT, E_PROTOCOL, E_DROPPED, E_NCLASS };
+#define BENCH_MAX_TARGETS  16
+#define BENCH_MAX_SIZES    16
+#define BENCH_MAX_BIND     64
+#define BENCH_FIRST_ERRORS 5
 
 struct body {
-	uint32_t size; /* octets of content after the stamp line */
+	uint32_t size; /* content octets after the stamp line */
 	uint32_t weight;
-	char *wire; /* dot-stuffed body + ".\r\n" (DATA) */
+	char *wire; /* dot-stuffed content + ".\r\n" (DATA) */
 	size_t wire_len;
-	char *raw;     /* unstuffed body (BDAT) */
+	char *raw;     /* content as the server must see it (BDAT, hash) */
 	uint64_t hash; /* stamp hash of raw */
 };
 
@@ -42,46 +52,53 @@ struct bench_cfg {
 	uint64_t duration_ns;
 	uint64_t warmup_ns;
 	uint64_t msgs_per_session; /* 0 = reuse for the whole run */
-	uint32_t rcpts;
 	struct body bodies[BENCH_MAX_SIZES];
 	int nbodies;
 	uint32_t weight_total;
-	const char *from_tpl;
-	const char *to_tpl;
-	const char *ehlo;
-	bool helo;
-	int pipelining; /* -1 auto, 0 off, 1 on */
-	bool bdat;
-	double rate;         /* messages/s, 0 = closed loop */
-	double connect_rate; /* connections/s per run, 0 = unlimited */
+	struct client_cfg client; /* ehlo, pipelining, bdat, rcpts, templates */
+	double rate;              /* messages/s, 0 = closed loop */
+	double connect_rate;      /* connections/s per run, 0 = unlimited */
 	uint64_t timeout_ns;
+	uint64_t stall_ns;     /* no progress this long after a failure: stop */
+	uint32_t max_attempts; /* consecutive failed attempts before a session gives up */
 	const char *json_path;
+	FILE *json; /* opened before the run so a bad path fails early */
 	bool quiet;
 	int io;         /* 0 auto, 1 io_uring, 2 epoll */
 	bool use_uring; /* what auto decided */
 	uint64_t run_id;
-	char argv_line[1024];
+	char *argv_line;
 };
 
-/* Per-thread results; merged at the end (no sharing while running). */
+/* Per-thread results, merged at the end (no sharing while running). */
 struct bench_stats {
-	uint64_t delivered; /* final 250 received (all, warm-up included) */
-	uint64_t measured;  /* delivered inside the measurement window */
+	/* messages: attempted = delivered + partial + failed */
+	uint64_t attempted, delivered, partial, failed;
+	uint64_t failed_by[CLIENT_FAIL_N];
+	uint64_t unsent;   /* --messages never started (the run ended early) */
+	uint64_t measured; /* delivered + partial inside the measured window */
+	uint64_t bytes;    /* content octets of delivered + partial, whole run */
 	uint64_t measured_bytes;
-	uint64_t failed; /* messages that did not get their final 250 */
-	uint64_t bytes;  /* content octets of delivered messages */
-	uint64_t sessions_opened;
-	uint64_t sessions_done; /* ended with 221 */
-	uint64_t commands;
-	uint64_t errors[E_NCLASS];
+	uint64_t sent_bytes; /* every octet written to servers */
+	/* connections */
+	uint64_t conn_attempts;
+	uint64_t conn_established; /* greeting and EHLO/HELO accepted */
+	uint64_t conn_quit;        /* ended with QUIT */
+	uint64_t conn_failed;      /* ended abnormally before any definite message reply */
+	uint64_t conn_failed_by[CLIENT_FAIL_N];
+	uint64_t conn_closed_early; /* ended abnormally after some progress */
+	uint64_t gave_up;           /* sessions retired after max_attempts */
+	struct client_stats replies;
 	struct hist connect; /* connect() -> 220 */
-	struct hist msg;     /* intended start -> final 250 (corrected) */
-	struct hist msg_raw; /* actual MAIL write -> final 250 */
+	struct hist msg;     /* intended start -> final reply (corrected) */
+	struct hist msg_raw; /* actual MAIL write -> final reply */
 	struct hist cmd;     /* write -> first reply of that round trip */
 };
 
-struct bench_live { /* published each loop turn, read by main */
+struct bench_live { /* published by the thread every 100 ms, read by main */
 	uint64_t delivered, bytes, errors, sessions, p99_ns;
+	uint64_t last_progress_ns; /* last definite message reply */
+	uint64_t stall_since_ns;   /* first failure since then, 0 if none */
 };
 
 struct bench_thread {
@@ -94,9 +111,10 @@ struct bench_thread {
 	struct bench_stats st;
 	struct bench_live live;
 	struct hist interval; /* for the live p99, reset each second */
-	char first_errors[3][200];
+	char first_errors[BENCH_FIRST_ERRORS][200];
 	int nfirst;
-	bool saturated_loop;
+	uint64_t end_ns; /* when this thread's last session ended */
+	bool failed_setup;
 };
 
 struct bench {
@@ -104,16 +122,87 @@ struct bench {
 	struct bench_thread *th;
 	uint64_t start_ns; /* after warm-up: measurement begins */
 	uint64_t t0_ns;
-	atomic_int stop; /* 1: start no new messages; 2: abort */
-	atomic_int err_prints;
+	atomic_int stop; /* set: every thread ends now (signal, no progress) */
+	char stop_reason[200];
 };
 
+/* --- per-thread driver (loop.c) and its backends ----------------------------- */
+
+enum { D_WAIT = 0, D_BACKOFF, D_CONNECTING, D_LIVE, D_DONE };
+
+struct csess {
+	struct client cl;
+	int fd;
+	uint32_t gen;     /* bumped at close: late io_uring completions are stale */
+	uint8_t st;       /* D_* */
+	uint8_t fails;    /* consecutive failed attempts */
+	uint8_t progress; /* this connection got a definite message reply */
+	uint8_t want_close;
+	uint8_t established;
+	uint8_t send_busy; /* io_uring: a sendmsg in flight */
+	int target;
+	uint64_t deadline; /* reply/connect deadline, or end of back-off */
+	uint64_t t_connect, t_intended, t_start, t_rt;
+	uint64_t msgs; /* messages started on this connection */
+	const struct body *body;
+	char stamp[STAMP_LINE_LEN];
+	struct msghdr mh; /* io_uring: snapshot of the output being sent */
+	struct iovec iov[CLIENT_IOV_MAX];
+};
+
+struct loop;
+
+/* A backend moves bytes; loop.c decides everything else. */
+struct bench_io {
+	const char *name;
+	int (*init)(struct loop *L);
+	void (*fini)(struct loop *L);
+	/* start connecting s->fd to a; completion via drv_connected() */
+	int (*connect)(struct loop *L, struct csess *s, const struct sockaddr *a, socklen_t n);
+	void (*send)(struct loop *L, struct csess *s); /* output was queued */
+	void (*close)(struct loop *L, struct csess *s);
+	void (*poll)(struct loop *L, int timeout_ms); /* wait, dispatch events */
+};
+
+extern const struct bench_io bench_io_epoll, bench_io_uring;
+
+struct loop {
+	struct bench_thread *t;
+	struct bench *b;
+	const struct bench_io *io;
+	struct csess *s;
+	char *cmdbufs;
+	uint32_t *cq; /* FIFO of sessions waiting for a connect slot */
+	uint32_t cq_head, cq_len;
+	uint64_t cr_next; /* --connect-rate: next connect allowed */
+	uint64_t cr_interval;
+	uint64_t seq_next;
+	struct pace pace;       /* open loop: intended start times */
+	uint64_t next_sched_ns; /* = pace_next(&pace), cached */
+	uint64_t started;       /* messages started */
+	uint32_t open;          /* sessions not yet D_DONE */
+	uint32_t rr;
+	uint64_t last_progress, stall_since;
+	/* backends */
+	int ep;
+	struct io_uring ring;
+	struct uring_bufs bufs;
+	char rbuf[65536];
+};
+
+/* Backend -> driver: each may close s (and even start a new connection in
+ * the same slot); a backend compares s->gen before and after. */
+void drv_connected(struct loop *L, struct csess *s, int err);
+void drv_input(struct loop *L, struct csess *s, const char *p, size_t n);
+void drv_eof(struct loop *L, struct csess *s, int err);
+void drv_wrote(struct loop *L, struct csess *s, size_t n);
+
 uint64_t bench_now(void);
-int bench_run(struct bench_thread *t, bool uring);
-int bench_probe_uring(char *why, size_t n);
+int bench_run(struct bench_thread *t);
 void bench_report(struct bench *b, const struct bench_stats *tot, double secs, double cpu);
-int bench_json(struct bench *b, const struct bench_stats *tot, double secs, double cpu,
-               const char *path);
+int bench_json(struct bench *b, const struct bench_stats *tot, double secs, double cpu, FILE *f);
 int bench_merge(int argc, char **argv);
+void bench_stats_init(struct bench_stats *s);
+void bench_stats_add(struct bench_stats *dst, const struct bench_stats *src);
 
 #endif

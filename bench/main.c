@@ -8,8 +8,11 @@
  *
  * Bodies are built and dot-stuffed once at start and shared read-only by all
  * threads; each message carries an integrity stamp (stamp.h) that
- * `smtpsink --verify` checks.  Exit status: 0 when every message was
- * delivered, 1 when any failed or the run ended early, 2 on a usage error.
+ * `smtpsink --verify` checks.  Every run ends: by count or duration, by
+ * sessions giving up after --max-attempts failed connections, by the
+ * no-progress watchdog below, or at once on SIGINT/SIGTERM.  Exit status:
+ * 0 when every message was delivered, 1 when anything failed or the run
+ * ended early, 2 on a usage error.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -28,6 +31,7 @@
 #include "sink/addr.h"
 #include "sink/config.h"
 #include "sink/units.h"
+#include "sink/uring.h"
 
 __attribute__((format(printf, 1, 2), noreturn)) static void usage_error(const char *fmt, ...)
 {
@@ -45,7 +49,7 @@ static void usage(void)
 {
 	printf(
 	    "Usage: smtpbench --target HOST:PORT [OPTION]...\n"
-	    "       smtpbench merge FILE.json...\n"
+	    "       smtpbench merge [--json OUT] FILE.json|-...\n"
 	    "SMTP load generator: many concurrent sessions, honest latency.\n\n"
 	    "  -t, --target HOST:PORT   server (repeatable: sessions spread over targets)\n"
 	    "  -c, --sessions N         concurrent sessions [10]\n"
@@ -65,14 +69,19 @@ static void usage(void)
 	    "      --bdat               use BDAT (RFC 3030 CHUNKING) instead of DATA\n"
 	    "  -R, --rate R             open loop: R messages/s in total, latency from the\n"
 	    "                           intended send time (no coordinated omission)\n"
-	    "      --connect-rate R     new connections per second [unlimited]\n"
-	    "      --timeout DUR        per reply [30s]\n"
+	    "      --connect-rate R     connections per second, first and re-connects\n"
+	    "                           [unlimited]\n"
+	    "      --timeout DUR        per reply and per connect [30s]; the run stops\n"
+	    "                           when failures go on 3 x DUR without progress\n"
+	    "      --max-attempts N     consecutive failed connections before a session\n"
+	    "                           gives up [5]\n"
 	    "      --bind ADDR[,ADDR]   source addresses (127.x) to spread ephemeral ports\n"
 	    "      --io auto|uring|epoll  event backend; auto falls back to epoll [auto]\n"
-	    "  -j, --json FILE          full report with raw histogram counts\n"
+	    "  -j, --json FILE          full report with raw histogram counts (docs/json.md)\n"
 	    "  -q, --quiet              no live line\n"
 	    "  -V, --version, -h, --help\n\n"
-	    "Exit status: 0 all delivered, 1 any failure or early end, 2 usage error.\n");
+	    "Exit status: 0 all delivered, 1 any failure, early end or signal, 2 usage\n"
+	    "error (merge: unreadable or incompatible report).\n");
 }
 
 static void add_target(struct bench_cfg *c, const char *arg)
@@ -128,24 +137,33 @@ static void parse_sizes(struct bench_cfg *c, const char *arg)
 		usage_error("invalid --size '%s'", arg);
 }
 
-/* build_body - message text after the stamp line: a few headers, then
+/* build_body - message content after the stamp line: a few headers, then
  * 76-octet lines; every 20th line starts with a dot so dot-stuffing is
- * exercised (RFC 5321 4.5.2).  raw is what the server must reconstruct. */
+ * exercised (RFC 5321 4.5.2).  raw is exactly what the server must hand to
+ * its verifier after unstuffing, and the stamp hash covers exactly raw.
+ *
+ * DATA content ends with CRLF: the CRLF before the terminating "." belongs
+ * to the content (RFC 5321 4.1.1.4).  So size 0 sends the stamp line and
+ * "." at once (the stamp's own CRLF starts the terminator), and size 1 -
+ * which cannot end with CRLF - is sent as 2 octets (an empty line). */
 static void build_body(struct body *b)
 {
 	static const char hdr[] = "From: smtpbench <bench@client.test>\r\n"
 	                          "To: sink <sink@server.test>\r\nSubject: smtpbench\r\n\r\n";
-	size_t n = b->size, k = 0, line = 0;
-	char *raw = malloc(n + 1), *w;
+	size_t n, k = 0, line = 0;
+	char *raw, *w;
 	struct stamp_hash h;
 
+	if (b->size == 1)
+		b->size = 2;
+	n = b->size;
+	raw = malloc(n + 1);
 	if (!raw)
 		exit(1);
 	while (k < n) {
-		const char *src = k < sizeof(hdr) - 1 ? hdr + k : NULL;
-		if (src) {
+		if (k < sizeof(hdr) - 1) {
 			size_t m = sizeof(hdr) - 1 - k < n - k ? sizeof(hdr) - 1 - k : n - k;
-			memcpy(raw + k, src, m);
+			memcpy(raw + k, hdr + k, m);
 			k += m;
 			continue;
 		}
@@ -163,7 +181,6 @@ static void build_body(struct body *b)
 		k += m;
 		line++;
 	}
-	/* the content must end in CRLF so ".\r\n" can follow (RFC 5321 4.1.1.4) */
 	if (n >= 2) {
 		raw[n - 2] = '\r';
 		raw[n - 1] = '\n';
@@ -172,7 +189,8 @@ static void build_body(struct body *b)
 	stamp_hash_init(&h);
 	stamp_hash_feed(&h, raw, n);
 	b->hash = stamp_hash_final(&h);
-	/* stuffed wire form: double a dot at each line start, then ".\r\n" */
+	/* stuffed wire form: double a dot at each line start, then ".\r\n";
+	 * the stamp line before raw ends in CRLF, so raw starts a line */
 	w = malloc(n + n / 2 + 8);
 	if (!w)
 		exit(1);
@@ -182,10 +200,6 @@ static void build_body(struct body *b)
 		    (i == 0 || (i >= 2 && raw[i - 2] == '\r' && raw[i - 1] == '\n')))
 			w[k++] = '.';
 		w[k++] = raw[i];
-	}
-	if (n < 2) { /* tiny bodies: still end the content with CRLF */
-		w[k++] = '\r';
-		w[k++] = '\n';
 	}
 	memcpy(w + k, ".\r\n", 3);
 	b->wire = w;
@@ -198,7 +212,7 @@ static void *thread_main(void *arg)
 {
 	struct bench_thread *t = arg;
 
-	bench_run(t, t->b->cfg.use_uring);
+	bench_run(t);
 	return NULL;
 }
 
@@ -209,6 +223,53 @@ static double cpu_now(void)
 	getrusage(RUSAGE_SELF, &ru);
 	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
 	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* join_argv - the command line for the report, unbounded (a long --to
+ * must not be cut); report.c makes it valid UTF-8 for JSON. */
+static char *join_argv(int argc, char **argv)
+{
+	size_t n = 1;
+	char *p;
+
+	for (int i = 0; i < argc; i++)
+		n += strlen(argv[i]) + 1;
+	p = malloc(n);
+	if (!p)
+		exit(1);
+	p[0] = 0;
+	for (int i = 0, k = 0; i < argc; i++)
+		k += sprintf(p + k, "%s%s", i ? " " : "", argv[i]);
+	return p;
+}
+
+/* watchdog - the global no-progress deadline.  Failures that go on for
+ * stall_ns with no definite message reply anywhere stop the run.  The
+ * stall starts at the last progress or, if later, one --timeout before
+ * the first failure since (that failure's work began at most then), so an
+ * open-loop run that is merely idle between slots is never stopped. */
+static bool watchdog(uint64_t now)
+{
+	const struct bench_cfg *c = &B.cfg;
+	uint64_t p = B.t0_ns, s = 0;
+
+	for (int i = 0; i < c->threads; i++) {
+		uint64_t lp = __atomic_load_n(&B.th[i].live.last_progress_ns, __ATOMIC_RELAXED);
+		uint64_t ss = __atomic_load_n(&B.th[i].live.stall_since_ns, __ATOMIC_RELAXED);
+		if (lp > p)
+			p = lp;
+		if (ss && (!s || ss < s))
+			s = ss;
+	}
+	if (!s)
+		return false;
+	uint64_t from = s > c->timeout_ns && s - c->timeout_ns > p ? s - c->timeout_ns : p;
+	if (now < from + c->stall_ns)
+		return false;
+	snprintf(B.stop_reason, sizeof(B.stop_reason),
+	         "no progress for %.1f s (3 x --timeout) while connections or messages failed",
+	         (double)(now - from) / 1e9);
+	return true;
 }
 
 int main(int argc, char **argv)
@@ -224,6 +285,7 @@ int main(int argc, char **argv)
 		O_BDAT,
 		O_CRATE,
 		O_TIMEOUT,
+		O_ATTEMPTS,
 		O_BIND,
 		O_IO
 	};
@@ -246,6 +308,7 @@ int main(int argc, char **argv)
 	    {"rate", required_argument, NULL, 'R'},
 	    {"connect-rate", required_argument, NULL, O_CRATE},
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
+	    {"max-attempts", required_argument, NULL, O_ATTEMPTS},
 	    {"bind", required_argument, NULL, O_BIND},
 	    {"io", required_argument, NULL, O_IO},
 	    {"json", required_argument, NULL, 'j'},
@@ -255,6 +318,7 @@ int main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	struct bench_cfg *c = &B.cfg;
+	struct client_cfg *cc = &c->client;
 	uint64_t v;
 	int o;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -263,16 +327,15 @@ int main(int argc, char **argv)
 		return bench_merge(argc - 2, argv + 2);
 	c->sessions = 10;
 	c->threads = ncpu > 0 ? (int)ncpu : 1;
-	c->rcpts = 1;
-	c->from_tpl = "bench{n}@client.test";
-	c->to_tpl = "rcpt{r}@server.test";
-	c->ehlo = "client.test";
-	c->pipelining = -1;
+	cc->rcpts = 1;
+	cc->from_tpl = "bench{n}@client.test";
+	cc->to_tpl = "rcpt{r}@server.test";
+	cc->ehlo = "client.test";
+	cc->pipelining = -1;
 	c->timeout_ns = 30ull * 1000000000ull;
+	c->max_attempts = 5;
 	parse_sizes(c, "1k");
-	for (int i = 0, k = 0; i < argc && k < (int)sizeof(c->argv_line) - 2; i++)
-		k += snprintf(c->argv_line + k, sizeof(c->argv_line) - (size_t)k, "%s%s",
-		              i ? " " : "", argv[i]);
+	c->argv_line = join_argv(argc, argv);
 	opterr = 0;
 	while ((o = getopt_long(argc, argv, ":t:c:T:m:d:r:s:R:j:qVh", opts, NULL)) != -1) {
 		switch (o) {
@@ -307,37 +370,37 @@ int main(int argc, char **argv)
 				usage_error("invalid --msgs-per-session '%s'", optarg);
 			break;
 		case 'r':
-			if (units_parse_count(optarg, &v) || !v || v > 100)
-				usage_error("invalid --rcpts '%s' (1..100)", optarg);
-			c->rcpts = (uint32_t)v;
+			if (units_parse_count(optarg, &v) || !v || v > 1000)
+				usage_error("invalid --rcpts '%s' (1..1000)", optarg);
+			cc->rcpts = (uint32_t)v;
 			break;
 		case 's':
 			parse_sizes(c, optarg);
 			break;
 		case O_FROM:
-			c->from_tpl = optarg;
+			cc->from_tpl = optarg;
 			break;
 		case O_TO:
-			c->to_tpl = optarg;
+			cc->to_tpl = optarg;
 			break;
 		case O_EHLO:
-			c->ehlo = optarg;
+			cc->ehlo = optarg;
 			break;
 		case O_HELO:
-			c->helo = true;
+			cc->helo = true;
 			break;
 		case O_PIPE:
 			if (!strcmp(optarg, "auto"))
-				c->pipelining = -1;
+				cc->pipelining = -1;
 			else if (!strcmp(optarg, "on"))
-				c->pipelining = 1;
+				cc->pipelining = 1;
 			else if (!strcmp(optarg, "off"))
-				c->pipelining = 0;
+				cc->pipelining = 0;
 			else
 				usage_error("invalid --pipelining '%s' (auto, on, off)", optarg);
 			break;
 		case O_BDAT:
-			c->bdat = true;
+			cc->bdat = true;
 			break;
 		case 'R':
 			c->rate = strtod(optarg, NULL);
@@ -346,12 +409,19 @@ int main(int argc, char **argv)
 			break;
 		case O_CRATE:
 			c->connect_rate = strtod(optarg, NULL);
-			if (!(c->connect_rate > 0) || !isfinite(c->connect_rate))
+			if (!(c->connect_rate > 0) || !isfinite(c->connect_rate) ||
+			    c->connect_rate > 1e7)
 				usage_error("invalid --connect-rate '%s'", optarg);
 			break;
 		case O_TIMEOUT:
-			if (units_parse_duration_ns(optarg, &c->timeout_ns) || !c->timeout_ns)
-				usage_error("invalid --timeout '%s'", optarg);
+			if (units_parse_duration_ns(optarg, &c->timeout_ns) || !c->timeout_ns ||
+			    c->timeout_ns > 3600ull * 1000000000ull)
+				usage_error("invalid --timeout '%s' (up to 1h)", optarg);
+			break;
+		case O_ATTEMPTS:
+			if (units_parse_count(optarg, &v) || !v || v > 100)
+				usage_error("invalid --max-attempts '%s' (1..100)", optarg);
+			c->max_attempts = (uint32_t)v;
 			break;
 		case O_BIND:
 			add_binds(c, optarg);
@@ -392,8 +462,23 @@ int main(int argc, char **argv)
 		usage_error("--messages and --duration exclude each other");
 	if (!c->messages && !c->duration_ns)
 		c->messages = 1000;
+	if (!*cc->ehlo || strpbrk(cc->ehlo, " \r\n"))
+		usage_error("invalid --ehlo '%s'", cc->ehlo);
+	if (strpbrk(cc->from_tpl, "\r\n<>") || strpbrk(cc->to_tpl, "\r\n<>"))
+		usage_error("--from/--to must not hold CR, LF, '<' or '>'");
 	if ((uint64_t)c->threads > c->sessions)
 		c->threads = (int)c->sessions;
+	c->stall_ns = 3 * c->timeout_ns;
+	/* open the report now: a bad --json path is a usage error before any
+	 * traffic, not a lost report after it */
+	if (c->json_path) {
+		c->json = !strcmp(c->json_path, "-") ? stdout : fopen(c->json_path, "w");
+		if (!c->json) {
+			fprintf(stderr, "smtpbench: cannot write --json '%s': %s\n", c->json_path,
+			        strerror(errno));
+			return 2;
+		}
+	}
 
 	{
 		struct rlimit rl;
@@ -408,7 +493,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (c->io != 2) {
 		char why[128];
-		int ret = bench_probe_uring(why, sizeof(why));
+		int ret = uring_probe(why, sizeof(why));
 		if (ret && c->io == 1) {
 			fprintf(stderr, "smtpbench: --io uring: %s\n", why);
 			return 1;
@@ -448,31 +533,32 @@ int main(int argc, char **argv)
 		t->quota = c->messages / (uint64_t)c->threads +
 		           ((uint64_t)i < c->messages % (uint64_t)c->threads);
 		t->rate = c->rate / c->threads;
-		hist_init(&t->st.connect);
-		hist_init(&t->st.msg);
-		hist_init(&t->st.msg_raw);
-		hist_init(&t->st.cmd);
+		bench_stats_init(&t->st);
 		hist_init(&t->interval);
+		t->live.last_progress_ns = B.t0_ns;
 		pthread_create(&t->th, NULL, thread_main, t);
 	}
 
-	/* live line once a second; signals stop the run (twice: abort) */
+	/* live line once a second; a signal or the watchdog stops the run */
 	uint64_t last = B.t0_ns, last_msgs = 0, last_bytes = 0;
-	int signals = 0, joined = 0;
+	int joined = 0;
 	bool *done = calloc((size_t)c->threads, sizeof(bool));
 	while (joined < c->threads) {
-		struct timespec ts = {0, 100 * 1000 * 1000};
+		struct timespec ts = {0, 50 * 1000 * 1000};
 		int sig = sigtimedwait(&set, NULL, &ts);
-		if (sig > 0) {
-			signals++;
-			atomic_store(&B.stop, signals >= 2 ? 2 : 1);
+		uint64_t now = bench_now();
+		if (sig > 0 && !atomic_load(&B.stop)) {
+			snprintf(B.stop_reason, sizeof(B.stop_reason), "interrupted by %s",
+			         sig == SIGINT ? "SIGINT" : "SIGTERM");
+			atomic_store(&B.stop, 1);
 		}
+		if (!atomic_load(&B.stop) && watchdog(now))
+			atomic_store(&B.stop, 1);
 		for (int i = 0; i < c->threads; i++)
 			if (!done[i] && pthread_tryjoin_np(B.th[i].th, NULL) == 0) {
 				done[i] = true;
 				joined++;
 			}
-		uint64_t now = bench_now();
 		if (!c->quiet && now - last >= 1000000000ull) {
 			uint64_t m = 0, by = 0, er = 0, se = 0, p99 = 0;
 			for (int i = 0; i < c->threads; i++) {
@@ -497,36 +583,39 @@ int main(int argc, char **argv)
 		}
 	}
 	free(done);
-	double secs = (double)(bench_now() - B.start_ns) / 1e9, cpu = cpu_now() - cpu0;
-
-	struct bench_stats *tot = calloc(1, sizeof(*tot));
-	hist_init(&tot->connect);
-	hist_init(&tot->msg);
-	hist_init(&tot->msg_raw);
-	hist_init(&tot->cmd);
+	double cpu = cpu_now() - cpu0;
+	uint64_t end = B.t0_ns;
+	bool setup_failed = false;
 	for (int i = 0; i < c->threads; i++) {
-		struct bench_stats *s = &B.th[i].st;
-		tot->delivered += s->delivered;
-		tot->measured += s->measured;
-		tot->measured_bytes += s->measured_bytes;
-		tot->failed += s->failed;
-		tot->bytes += s->bytes;
-		tot->sessions_opened += s->sessions_opened;
-		tot->sessions_done += s->sessions_done;
-		tot->commands += s->commands;
-		for (int e = 0; e < E_NCLASS; e++)
-			tot->errors[e] += s->errors[e];
-		hist_merge(&tot->connect, &s->connect);
-		hist_merge(&tot->msg, &s->msg);
-		hist_merge(&tot->msg_raw, &s->msg_raw);
-		hist_merge(&tot->cmd, &s->cmd);
+		end = B.th[i].end_ns > end ? B.th[i].end_ns : end;
+		setup_failed |= B.th[i].failed_setup;
 	}
+	/* the measured window is [end of warm-up, end of run]; a run that ended
+	 * inside its warm-up measured nothing (and says so) */
+	double secs = end > B.start_ns ? (double)(end - B.start_ns) / 1e9 : 0.0;
+	if (end <= B.start_ns && c->warmup_ns && !atomic_load(&B.stop))
+		snprintf(B.stop_reason, sizeof(B.stop_reason),
+		         "the run ended during --warmup: nothing was measured");
+
+	struct bench_stats *tot = malloc(sizeof(*tot));
+	if (!tot)
+		return 1;
+	bench_stats_init(tot);
+	for (int i = 0; i < c->threads; i++)
+		bench_stats_add(tot, &B.th[i].st);
+	if (!B.stop_reason[0] && tot->gave_up == c->sessions)
+		snprintf(B.stop_reason, sizeof(B.stop_reason),
+		         "every session gave up after %u failed connection attempts in a row",
+		         c->max_attempts);
+	if (setup_failed && !B.stop_reason[0])
+		snprintf(B.stop_reason, sizeof(B.stop_reason), "backend setup failed");
 	bench_report(&B, tot, secs, cpu);
-	if (c->json_path && bench_json(&B, tot, secs, cpu, c->json_path)) {
+	if (c->json && bench_json(&B, tot, secs, cpu, c->json)) {
 		fprintf(stderr, "smtpbench: cannot write %s: %s\n", c->json_path, strerror(errno));
 		return 1;
 	}
-	bool ok = tot->failed == 0 && atomic_load(&B.stop) == 0 &&
+	bool ok = tot->failed == 0 && tot->partial == 0 && tot->unsent == 0 &&
+	          tot->conn_failed == 0 && tot->conn_closed_early == 0 && !B.stop_reason[0] &&
 	          (!c->messages || tot->delivered == c->messages);
 	free(tot);
 	return ok ? 0 : 1;

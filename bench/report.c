@@ -1,11 +1,18 @@
 /*
- * report.c - smtpbench's final report, JSON output and `merge`
+ * report.c - smtpbench's final report, JSON report and `merge`
  *
  * Percentiles always come from histogram counts: per-thread histograms are
  * added before any quantile is taken, and `merge` adds the raw counts of
  * several runs (e.g. from several machines) - averaging percentiles would
- * be wrong.
+ * be wrong.  JSON is written and read with jansson, so any valid JSON
+ * formatting of a report (re-indented, compact, keys sorted) merges the
+ * same; every key is documented in docs/json.md, and "schema" changes when
+ * a key changes meaning.
  */
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +21,66 @@
 #include "bench.h"
 #include "sink/config.h"
 
-static const char *err_names[E_NCLASS] = {"connect", "4xx",      "5xx",
-                                          "timeout", "protocol", "dropped"};
+#define REPORT_SCHEMA 1
+
+void bench_stats_init(struct bench_stats *s)
+{
+	memset(s, 0, offsetof(struct bench_stats, connect));
+	hist_init(&s->connect);
+	hist_init(&s->msg);
+	hist_init(&s->msg_raw);
+	hist_init(&s->cmd);
+}
+
+/* The scalar counters, in report order: one list for the text report, the
+ * JSON writer and the merge reader. */
+static const struct ctr {
+	const char *sec, *key;
+	size_t off;
+} ctrs[] = {
+    {"messages", "attempted", offsetof(struct bench_stats, attempted)},
+    {"messages", "delivered", offsetof(struct bench_stats, delivered)},
+    {"messages", "partial", offsetof(struct bench_stats, partial)},
+    {"messages", "failed", offsetof(struct bench_stats, failed)},
+    {"messages", "unsent", offsetof(struct bench_stats, unsent)},
+    {"messages", "measured", offsetof(struct bench_stats, measured)},
+    {"bytes", "content", offsetof(struct bench_stats, bytes)},
+    {"bytes", "measured_content", offsetof(struct bench_stats, measured_bytes)},
+    {"bytes", "sent", offsetof(struct bench_stats, sent_bytes)},
+    {"connections", "attempts", offsetof(struct bench_stats, conn_attempts)},
+    {"connections", "established", offsetof(struct bench_stats, conn_established)},
+    {"connections", "quit", offsetof(struct bench_stats, conn_quit)},
+    {"connections", "failed", offsetof(struct bench_stats, conn_failed)},
+    {"connections", "closed_early", offsetof(struct bench_stats, conn_closed_early)},
+    {"connections", "gave_up", offsetof(struct bench_stats, gave_up)},
+};
+#define NCTRS (sizeof(ctrs) / sizeof(ctrs[0]))
+
+static const char *const rc_names[CLIENT_RC_N] = {"ok", "4xx", "5xx", "other"};
+
+static uint64_t *ctr_at(struct bench_stats *s, size_t i)
+{
+	return (uint64_t *)((char *)s + ctrs[i].off);
+}
+
+void bench_stats_add(struct bench_stats *dst, const struct bench_stats *src)
+{
+	for (size_t i = 0; i < NCTRS; i++)
+		*ctr_at(dst, i) += *ctr_at((struct bench_stats *)(uintptr_t)src, i);
+	for (int f = 0; f < CLIENT_FAIL_N; f++) {
+		dst->failed_by[f] += src->failed_by[f];
+		dst->conn_failed_by[f] += src->conn_failed_by[f];
+	}
+	for (int c = 0; c < CLIENT_CMD_N; c++)
+		for (int r = 0; r < CLIENT_RC_N; r++)
+			dst->replies.replies[c][r] += src->replies.replies[c][r];
+	hist_merge(&dst->connect, &src->connect);
+	hist_merge(&dst->msg, &src->msg);
+	hist_merge(&dst->msg_raw, &src->msg_raw);
+	hist_merge(&dst->cmd, &src->cmd);
+}
+
+/* --- text ----------------------------------------------------------------------------- */
 
 static void print_hist(const char *name, const struct hist *h)
 {
@@ -30,57 +95,203 @@ static void print_hist(const char *name, const struct hist *h)
 	        (unsigned long long)h->count);
 }
 
-static void report_core(const struct bench_stats *t, double secs, double cpu, int threads,
-                        uint64_t errs_first_threads, struct bench *b)
+static void print_classes(const char *label, const uint64_t *by)
 {
-	uint64_t errs = 0;
+	bool any = false;
 
-	for (int e = 0; e < E_NCLASS; e++)
-		errs += t->errors[e];
+	for (int f = 1; f < CLIENT_FAIL_N; f++)
+		if (by[f]) {
+			fprintf(stderr, "%s%s %s %llu", any ? "," : "", any ? "" : label,
+			        client_fail_name((unsigned)f), (unsigned long long)by[f]);
+			any = true;
+		}
+	if (any)
+		fputc('\n', stderr);
+}
+
+static void report_core(const struct bench_stats *t, double secs, bool open_loop)
+{
+	const uint64_t(*rp)[CLIENT_RC_N] = t->replies.replies;
+
 	fprintf(stderr,
-	        "smtpbench: %llu delivered, %llu failed in %.2f s measured\n"
-	        "  rate      %.0f msgs/s  %.2f MB/s  %.0f sessions/s\n",
-	        (unsigned long long)t->delivered, (unsigned long long)t->failed, secs,
-	        secs > 0 ? (double)t->measured / secs : 0.0,
-	        secs > 0 ? (double)t->measured_bytes / secs / 1e6 : 0.0,
-	        secs > 0 ? (double)t->sessions_opened / secs : 0.0);
-	fprintf(stderr, "  errors    %llu:", (unsigned long long)errs);
-	for (int e = 0; e < E_NCLASS; e++)
-		fprintf(stderr, " %s %llu", err_names[e], (unsigned long long)t->errors[e]);
-	fputc('\n', stderr);
-	print_hist("connect -> 220", &t->connect);
-	print_hist(b && b->cfg.rate > 0 ? "message (corrected)" : "message MAIL -> 250", &t->msg);
-	if (b && b->cfg.rate > 0)
+	        "smtpbench: %llu attempted: %llu delivered, %llu partial, %llu failed"
+	        " (%llu not sent)\n",
+	        (unsigned long long)t->attempted, (unsigned long long)t->delivered,
+	        (unsigned long long)t->partial, (unsigned long long)t->failed,
+	        (unsigned long long)t->unsent);
+	print_classes("  failed:   ", t->failed_by);
+	fprintf(
+	    stderr,
+	    "  measured  %llu in %.2f s: %.0f msgs/s  %.2f MB/s (content)\n"
+	    "  rcpt      ok %llu  4xx %llu  5xx %llu  other %llu\n",
+	    (unsigned long long)t->measured, secs, secs > 0 ? (double)t->measured / secs : 0.0,
+	    secs > 0 ? (double)t->measured_bytes / secs / 1e6 : 0.0,
+	    (unsigned long long)rp[CLIENT_CMD_RCPT][0], (unsigned long long)rp[CLIENT_CMD_RCPT][1],
+	    (unsigned long long)rp[CLIENT_CMD_RCPT][2], (unsigned long long)rp[CLIENT_CMD_RCPT][3]);
+	fprintf(stderr,
+	        "  sessions  %llu connects: %llu established, %llu quit, %llu failed, %llu closed "
+	        "early, %llu gave up\n",
+	        (unsigned long long)t->conn_attempts, (unsigned long long)t->conn_established,
+	        (unsigned long long)t->conn_quit, (unsigned long long)t->conn_failed,
+	        (unsigned long long)t->conn_closed_early, (unsigned long long)t->gave_up);
+	print_classes("  failed connections:", t->conn_failed_by);
+	print_hist("connect -> ready", &t->connect);
+	print_hist(open_loop ? "message (corrected)" : "message MAIL -> final", &t->msg);
+	if (open_loop)
 		print_hist("message (uncorrected)", &t->msg_raw);
 	print_hist("command round trip", &t->cmd);
-	if (cpu >= 0) {
-		fprintf(stderr, "  generator CPU %.2f s (%.2f us/msg, %.0f%% of %d threads)\n", cpu,
-		        t->delivered ? cpu * 1e6 / (double)t->delivered : 0.0,
-		        secs > 0 ? 100.0 * cpu / secs / threads : 0.0, threads);
-		if (secs > 0 && cpu / secs / threads > 0.9)
-			fprintf(stderr, "  WARNING: the generator saturated its CPU: these numbers "
-			                "describe smtpbench, not the server\n");
-	}
-	(void)errs_first_threads;
 }
 
 void bench_report(struct bench *b, const struct bench_stats *tot, double secs, double cpu)
 {
 	int shown = 0;
+	bool clean = tot->failed == 0 && tot->partial == 0 && tot->conn_failed == 0 &&
+	             tot->unsent == 0 && !b->stop_reason[0];
 
-	if (b->cfg.quiet && tot->failed == 0)
+	if (b->cfg.quiet && clean)
 		return;
-	for (int i = 0; i < b->cfg.threads && shown < 5; i++)
-		for (int k = 0; k < b->th[i].nfirst && shown < 5; k++, shown++)
+	for (int i = 0; i < b->cfg.threads && shown < BENCH_FIRST_ERRORS; i++)
+		for (int k = 0; k < b->th[i].nfirst && shown < BENCH_FIRST_ERRORS; k++, shown++)
 			fprintf(stderr, "smtpbench: error: %s\n", b->th[i].first_errors[k]);
-	report_core(tot, secs, cpu, b->cfg.threads, 0, b);
+	if (b->stop_reason[0])
+		fprintf(stderr, "smtpbench: stopped: %s\n", b->stop_reason);
+	report_core(tot, secs, b->cfg.rate > 0);
+	fprintf(stderr, "  generator CPU %.2f s (%.2f us/msg, %.0f%% of %d threads)\n", cpu,
+	        tot->attempted ? cpu * 1e6 / (double)tot->attempted : 0.0,
+	        secs > 0 ? 100.0 * cpu / secs / b->cfg.threads : 0.0, b->cfg.threads);
+	if (secs > 0 && cpu / secs / b->cfg.threads > 0.9)
+		fprintf(stderr, "  WARNING: the generator saturated its CPU: these numbers "
+		                "describe smtpbench, not the server\n");
 }
 
-static void json_hist(FILE *f, const char *name, const struct hist *h, int last)
+/* --- JSON out ---------------------------------------------------------------------------- */
+
+/* utf8_clean - a copy that is valid UTF-8: invalid octets become the
+ * text \xHH (jansson refuses invalid UTF-8; control characters it escapes
+ * itself). */
+static char *utf8_clean(const char *s)
 {
-	fprintf(f, "    \"%s\": ", name);
-	hist_write_json(h, f);
-	fprintf(f, "%s\n", last ? "" : ",");
+	size_t n = strlen(s), k = 0;
+	char *o = malloc(4 * n + 1);
+
+	if (!o)
+		return NULL;
+	for (size_t i = 0; i < n;) {
+		const unsigned char *p = (const unsigned char *)s + i;
+		size_t len = p[0] < 0x80             ? 1
+		             : (p[0] & 0xe0) == 0xc0 ? 2
+		             : (p[0] & 0xf0) == 0xe0 ? 3
+		             : (p[0] & 0xf8) == 0xf0 ? 4
+		                                     : 0;
+		bool ok = len > 0 && i + len <= n;
+		uint32_t cp = len == 1   ? p[0]
+		              : len == 2 ? p[0] & 0x1fu
+		              : len == 3 ? p[0] & 0x0fu
+		                         : p[0] & 0x07u;
+		for (size_t j = 1; ok && j < len; j++) {
+			ok = (p[j] & 0xc0) == 0x80;
+			cp = cp << 6 | (p[j] & 0x3fu);
+		}
+		/* no overlong forms, surrogates or code points past U+10FFFF */
+		if (ok && ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+		           (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		           (cp >= 0xd800 && cp <= 0xdfff)))
+			ok = false;
+		if (ok) {
+			memcpy(o + k, p, len);
+			k += len;
+			i += len;
+		} else {
+			k += (size_t)sprintf(o + k, "\\x%02x", p[0]);
+			i++;
+		}
+	}
+	o[k] = 0;
+	return o;
+}
+
+static json_t *ju(uint64_t v)
+{
+	return json_integer((json_int_t)v);
+}
+
+static json_t *hist_json(const struct hist *h)
+{
+	json_t *o = json_object(), *bk = json_array();
+
+	json_object_set_new(o, "count", ju(h->count));
+	json_object_set_new(o, "min", ju(h->count ? h->min : 0));
+	json_object_set_new(o, "max", ju(h->max));
+	json_object_set_new(o, "sum", ju(h->sum));
+	json_object_set_new(o, "sub_bits", json_integer(HIST_SUB_BITS));
+	json_object_set_new(o, "unit", json_string("ns"));
+	for (unsigned i = 0; i < HIST_BUCKETS; i++)
+		if (h->c[i])
+			json_array_append_new(
+			    bk, json_pack("[I, I]", (json_int_t)i, (json_int_t)h->c[i]));
+	json_object_set_new(o, "buckets", bk);
+	return o;
+}
+
+static json_t *quantiles_json(const struct hist *h)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "p50", json_real(hist_quantile(h, 0.5) / 1e6));
+	json_object_set_new(o, "p90", json_real(hist_quantile(h, 0.9) / 1e6));
+	json_object_set_new(o, "p99", json_real(hist_quantile(h, 0.99) / 1e6));
+	json_object_set_new(o, "p999", json_real(hist_quantile(h, 0.999) / 1e6));
+	json_object_set_new(o, "max", json_real((double)h->max / 1e6));
+	return o;
+}
+
+static json_t *classes_json(const uint64_t *by)
+{
+	json_t *o = json_object();
+
+	for (int f = 1; f < CLIENT_FAIL_N; f++)
+		json_object_set_new(o, client_fail_name((unsigned)f), ju(by[f]));
+	return o;
+}
+
+/* stats_json - everything merge reads back, added to doc. */
+static void stats_json(json_t *doc, const struct bench_stats *t, double secs, double cpu)
+{
+	json_t *rp = json_object(), *lat = json_object(), *hs = json_object();
+
+	json_object_set_new(doc, "seconds", json_real(secs));
+	json_object_set_new(doc, "cpu_seconds", json_real(cpu));
+	json_object_set_new(doc, "msgs_per_s", json_real(secs > 0 ? t->measured / secs : 0.0));
+	for (size_t i = 0; i < NCTRS; i++) {
+		json_t *sec = json_object_get(doc, ctrs[i].sec);
+		if (!sec) {
+			sec = json_object();
+			json_object_set_new(doc, ctrs[i].sec, sec);
+		}
+		json_object_set_new(sec, ctrs[i].key,
+		                    ju(*ctr_at((struct bench_stats *)(uintptr_t)t, i)));
+	}
+	json_object_set_new(json_object_get(doc, "messages"), "failed_by",
+	                    classes_json(t->failed_by));
+	json_object_set_new(json_object_get(doc, "connections"), "failed_by",
+	                    classes_json(t->conn_failed_by));
+	for (int c = 0; c < CLIENT_CMD_N; c++) {
+		json_t *o = json_object();
+		for (int r = 0; r < CLIENT_RC_N; r++)
+			json_object_set_new(o, rc_names[r], ju(t->replies.replies[c][r]));
+		json_object_set_new(rp, client_cmd_name((unsigned)c), o);
+	}
+	json_object_set_new(doc, "replies", rp);
+	json_object_set_new(lat, "connect", quantiles_json(&t->connect));
+	json_object_set_new(lat, "message", quantiles_json(&t->msg));
+	json_object_set_new(lat, "message_uncorrected", quantiles_json(&t->msg_raw));
+	json_object_set_new(lat, "command", quantiles_json(&t->cmd));
+	json_object_set_new(doc, "latency_ms", lat);
+	json_object_set_new(hs, "connect", hist_json(&t->connect));
+	json_object_set_new(hs, "message", hist_json(&t->msg));
+	json_object_set_new(hs, "message_uncorrected", hist_json(&t->msg_raw));
+	json_object_set_new(hs, "command", hist_json(&t->cmd));
+	json_object_set_new(doc, "histograms", hs);
 }
 
 static void cpu_model(char *out, size_t n)
@@ -92,198 +303,331 @@ static void cpu_model(char *out, size_t n)
 	if (!f)
 		return;
 	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "model name", 10)) {
-			snprintf(out, n, "%s", strchr(line, ':') + 2);
+		if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+			snprintf(out, n, "%s",
+			         strchr(line, ':') + 1 + (strchr(line, ':')[1] == ' '));
 			out[strcspn(out, "\n")] = 0;
 			break;
 		}
 	fclose(f);
 }
 
-int bench_json(struct bench *b, const struct bench_stats *t, double secs, double cpu,
-               const char *path)
+static json_t *new_doc(void)
+{
+	json_t *doc = json_object();
+
+	json_object_set_new(doc, "schema", json_integer(REPORT_SCHEMA));
+	json_object_set_new(doc, "program", json_string("smtpbench"));
+	json_object_set_new(doc, "version", json_string(SINK_VERSION));
+	json_object_set_new(doc, "git_rev", json_string(SINK_GIT_REV));
+	return doc;
+}
+
+static int write_doc(json_t *doc, FILE *f)
+{
+	int ret = json_dumpf(doc, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+
+	json_decref(doc);
+	if (!ret && fputc('\n', f) == EOF)
+		ret = -1;
+	if (f == stdout)
+		return ret || fflush(f) ? -1 : 0;
+	return fclose(f) || ret ? -1 : 0;
+}
+
+int bench_json(struct bench *b, const struct bench_stats *t, double secs, double cpu, FILE *f)
 {
 	const struct bench_cfg *c = &b->cfg;
+	const struct client_cfg *cc = &c->client;
 	struct utsname un;
-	char cpum[128];
-	FILE *f = fopen(path, "w");
+	char cpum[128], buf[256], *cmd;
+	json_t *doc = new_doc(), *opt = json_object(), *errs = json_array();
 
-	if (!f)
-		return -1;
 	uname(&un);
 	cpu_model(cpum, sizeof(cpum));
-	fprintf(
-	    f, "{\n  \"program\": \"smtpbench\",\n  \"version\": \"%s\",\n  \"git_rev\": \"%s\",\n",
-	    SINK_VERSION, SINK_GIT_REV);
-	fprintf(f, "  \"kernel\": \"%s %s\",\n  \"cpu_model\": \"%s\",\n  \"backend\": \"%s\",\n",
-	        un.sysname, un.release, cpum, c->use_uring ? "io_uring" : "epoll");
-	fprintf(f, "  \"command\": \"");
-	for (const char *p = c->argv_line; *p; p++)
-		fprintf(f, *p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
-	fprintf(f, "\",\n  \"run_id\": \"%016llx\",\n", (unsigned long long)c->run_id);
-	fprintf(f,
-	        "  \"options\": {\"sessions\": %u, \"threads\": %d, \"messages\": %llu, "
-	        "\"duration_s\": %.3f, \"warmup_s\": %.3f, \"rate\": %.3f, \"rcpts\": %u, "
-	        "\"pipelining\": \"%s\", \"bdat\": %s, \"msgs_per_session\": %llu},\n",
-	        c->sessions, c->threads, (unsigned long long)c->messages,
-	        (double)c->duration_ns / 1e9, (double)c->warmup_ns / 1e9, c->rate, c->rcpts,
-	        c->pipelining < 0 ? "auto"
-	        : c->pipelining   ? "on"
-	                          : "off",
-	        c->bdat ? "true" : "false", (unsigned long long)c->msgs_per_session);
-	fprintf(f,
-	        "  \"seconds\": %.6f,\n  \"cpu_seconds\": %.6f,\n  \"delivered\": %llu,\n"
-	        "  \"failed\": %llu,\n  \"measured\": %llu,\n  \"measured_bytes\": %llu,\n"
-	        "  \"sessions_opened\": %llu,\n  \"sessions_quit\": %llu,\n  \"commands\": %llu,\n",
-	        secs, cpu, (unsigned long long)t->delivered, (unsigned long long)t->failed,
-	        (unsigned long long)t->measured, (unsigned long long)t->measured_bytes,
-	        (unsigned long long)t->sessions_opened, (unsigned long long)t->sessions_done,
-	        (unsigned long long)t->commands);
-	fprintf(f, "  \"msgs_per_s\": %.3f,\n  \"errors\": {", secs > 0 ? t->measured / secs : 0.0);
-	for (int e = 0; e < E_NCLASS; e++)
-		fprintf(f, "%s\"%s\": %llu", e ? ", " : "", err_names[e],
-		        (unsigned long long)t->errors[e]);
-	fprintf(f, "},\n  \"histograms\": {\n");
-	json_hist(f, "connect", &t->connect, 0);
-	json_hist(f, "message", &t->msg, 0);
-	json_hist(f, "message_uncorrected", &t->msg_raw, 0);
-	json_hist(f, "command", &t->cmd, 1);
-	fprintf(f, "  }\n}\n");
-	return fclose(f);
+	snprintf(buf, sizeof(buf), "%s %s", un.sysname, un.release);
+	json_object_set_new(doc, "kernel", json_string(buf));
+	cmd = utf8_clean(cpum);
+	json_object_set_new(doc, "cpu_model", json_string(cmd ? cmd : "?"));
+	free(cmd);
+	json_object_set_new(doc, "backend", json_string(c->use_uring ? "io_uring" : "epoll"));
+	cmd = utf8_clean(c->argv_line);
+	json_object_set_new(doc, "command", json_string(cmd ? cmd : "?"));
+	free(cmd);
+	snprintf(buf, sizeof(buf), "%016llx", (unsigned long long)c->run_id);
+	json_object_set_new(doc, "run_id", json_string(buf));
+	json_object_set_new(opt, "sessions", ju(c->sessions));
+	json_object_set_new(opt, "threads", json_integer(c->threads));
+	json_object_set_new(opt, "messages", ju(c->messages));
+	json_object_set_new(opt, "duration_s", json_real((double)c->duration_ns / 1e9));
+	json_object_set_new(opt, "warmup_s", json_real((double)c->warmup_ns / 1e9));
+	json_object_set_new(opt, "rate", json_real(c->rate));
+	json_object_set_new(opt, "connect_rate", json_real(c->connect_rate));
+	json_object_set_new(opt, "rcpts", ju(cc->rcpts));
+	json_object_set_new(opt, "pipelining",
+	                    json_string(cc->pipelining < 0 ? "auto"
+	                                : cc->pipelining   ? "on"
+	                                                   : "off"));
+	json_object_set_new(opt, "bdat", json_boolean(cc->bdat));
+	json_object_set_new(opt, "msgs_per_session", ju(c->msgs_per_session));
+	json_object_set_new(opt, "timeout_s", json_real((double)c->timeout_ns / 1e9));
+	json_object_set_new(opt, "max_attempts", ju(c->max_attempts));
+	json_object_set_new(doc, "options", opt);
+	json_object_set_new(doc, "stopped",
+	                    b->stop_reason[0] ? json_string(b->stop_reason) : json_null());
+	for (int i = 0; i < c->threads; i++)
+		for (int k = 0; k < b->th[i].nfirst; k++) {
+			char *e = utf8_clean(b->th[i].first_errors[k]);
+			json_array_append_new(errs, json_string(e ? e : "?"));
+			free(e);
+		}
+	json_object_set_new(doc, "first_errors", errs);
+	stats_json(doc, t, secs, cpu);
+	return write_doc(doc, f);
 }
 
-/* --- merge --------------------------------------------------------------- */
+/* --- merge -------------------------------------------------------------------------------- */
 
-static char *slurp(const char *path)
+struct mctx {
+	const char *file;
+	char err[256];
+};
+
+__attribute__((format(printf, 2, 3))) static int bad(struct mctx *m, const char *fmt, ...)
 {
-	FILE *f = fopen(path, "rb");
-	char *p;
-	long n;
+	va_list ap;
 
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	p = malloc((size_t)n + 1);
-	if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
-		free(p);
-		p = NULL;
+	if (!m->err[0]) {
+		va_start(ap, fmt);
+		vsnprintf(m->err, sizeof(m->err), fmt, ap);
+		va_end(ap);
 	}
-	if (p)
-		p[n] = 0;
-	fclose(f);
-	return p;
+	return -1;
 }
 
-static int num_after(const char *s, const char *key, double *out)
+static int get_u64(struct mctx *m, json_t *obj, const char *sec, const char *key, uint64_t *out)
 {
-	const char *p = strstr(s, key);
+	json_t *v = obj ? json_object_get(obj, key) : NULL;
 
-	if (!p)
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return bad(m, "missing or invalid \"%s%s%s\" (a non-negative integer)", sec,
+		           *sec ? "." : "", key);
+	*out = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+static int add_u64(struct mctx *m, json_t *obj, const char *sec, const char *key, uint64_t *acc)
+{
+	uint64_t v;
+
+	if (get_u64(m, obj, sec, key, &v))
 		return -1;
-	p += strlen(key);
-	while (*p == ' ' || *p == ':' || *p == '"')
-		p++;
-	char *e;
-	*out = strtod(p, &e);
-	return e == p ? -1 : 0;
+	if (*acc + v < *acc)
+		return bad(m, "\"%s.%s\" overflows when added", sec, key);
+	*acc += v;
+	return 0;
 }
 
-/* add_hist - parse {"count": .., "buckets": [[i, c], ...]} after "name": */
-static int add_hist(const char *doc, const char *name, struct hist *h)
+static int get_num(struct mctx *m, json_t *doc, const char *key, double *out)
 {
-	char key[64];
-	const char *p, *end;
+	json_t *v = json_object_get(doc, key);
+
+	if (!json_is_number(v) || json_number_value(v) < 0)
+		return bad(m, "missing or invalid \"%s\" (a non-negative number)", key);
+	*out = json_number_value(v);
+	return 0;
+}
+
+/* add_hist - only identical layouts can be added: same sub-bucket bits and
+ * unit; the bucket counts must add up to "count". */
+static int add_hist(struct mctx *m, json_t *hs, const char *name, struct hist *h)
+{
+	json_t *o = json_object_get(hs, name), *bk, *v;
+	struct hist x;
+	size_t i;
+	uint64_t sub = 0, total = 0;
+
+	if (!json_is_object(o))
+		return bad(m, "missing histogram \"%s\"", name);
+	if (get_u64(m, o, name, "sub_bits", &sub))
+		return -1;
+	v = json_object_get(o, "unit");
+	if (sub != HIST_SUB_BITS || !json_is_string(v) || strcmp(json_string_value(v), "ns"))
+		return bad(m,
+		           "histogram \"%s\" has an incompatible layout (sub_bits %llu, unit %s; "
+		           "this smtpbench adds only sub_bits %d, unit ns)",
+		           name, (unsigned long long)sub,
+		           json_is_string(v) ? json_string_value(v) : "?", HIST_SUB_BITS);
+	hist_init(&x);
+	if (get_u64(m, o, name, "count", &x.count) || get_u64(m, o, name, "min", &x.min) ||
+	    get_u64(m, o, name, "max", &x.max) || get_u64(m, o, name, "sum", &x.sum))
+		return -1;
+	if (!x.count)
+		x.min = UINT64_MAX;
+	bk = json_object_get(o, "buckets");
+	if (!json_is_array(bk))
+		return bad(m, "histogram \"%s\": \"buckets\" is not an array", name);
+	json_array_foreach(bk, i, v)
+	{
+		json_t *a = json_array_get(v, 0), *c = json_array_get(v, 1);
+		if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(a) ||
+		    !json_is_integer(c) || json_integer_value(a) < 0 ||
+		    json_integer_value(a) >= HIST_BUCKETS || json_integer_value(c) < 0)
+			return bad(m, "histogram \"%s\": bucket %zu is not [index, count]", name,
+			           i);
+		x.c[json_integer_value(a)] += (uint64_t)json_integer_value(c);
+		total += (uint64_t)json_integer_value(c);
+	}
+	if (total != x.count)
+		return bad(m, "histogram \"%s\": buckets add up to %llu, \"count\" says %llu", name,
+		           (unsigned long long)total, (unsigned long long)x.count);
+	hist_merge(h, &x);
+	return 0;
+}
+
+static int merge_one(struct mctx *m, json_t *doc, struct bench_stats *t, double *secs, double *cpu)
+{
+	json_t *v, *sec;
 	double d;
 
-	snprintf(key, sizeof(key), "\"%s\": {", name);
-	p = strstr(doc, key);
-	if (!p)
+	if (!json_is_object(doc))
+		return bad(m, "not a JSON object");
+	v = json_object_get(doc, "program");
+	if (!json_is_string(v) || strcmp(json_string_value(v), "smtpbench"))
+		return bad(m, "not a smtpbench report (\"program\" is not \"smtpbench\")");
+	v = json_object_get(doc, "schema");
+	if (!json_is_integer(v))
+		return bad(m,
+		           "no \"schema\": a report of an older smtpbench; only schema %d "
+		           "can be merged",
+		           REPORT_SCHEMA);
+	if (json_integer_value(v) != REPORT_SCHEMA)
+		return bad(m, "report schema %lld; this smtpbench merges schema %d only",
+		           (long long)json_integer_value(v), REPORT_SCHEMA);
+	/* runs side by side: wall time is the longest, work adds up */
+	if (get_num(m, doc, "seconds", &d))
 		return -1;
-	end = strchr(p, '}');
-	if (!end || num_after(p, "\"sub_bits\"", &d) || (int)d != HIST_SUB_BITS)
-		return -1; /* only identical layouts can be added */
-	if (!num_after(p, "\"count\"", &d))
-		h->count += (uint64_t)d;
-	if (!num_after(p, "\"sum\"", &d))
-		h->sum += (uint64_t)d;
-	if (!num_after(p, "\"max\"", &d) && (uint64_t)d > h->max)
-		h->max = (uint64_t)d;
-	if (!num_after(p, "\"min\"", &d) && (uint64_t)d < h->min && d > 0)
-		h->min = (uint64_t)d;
-	p = strstr(p, "\"buckets\": [");
-	if (!p || p > end)
+	*secs = d > *secs ? d : *secs;
+	if (get_num(m, doc, "cpu_seconds", &d))
 		return -1;
-	p += strlen("\"buckets\": [");
-	while (*p == '[') {
-		char *e;
-		unsigned long i = strtoul(p + 1, &e, 10);
-		unsigned long long c = strtoull(e + 1, &e, 10);
-		if (i >= HIST_BUCKETS)
+	*cpu += d;
+	for (size_t i = 0; i < NCTRS; i++)
+		if (add_u64(m, json_object_get(doc, ctrs[i].sec), ctrs[i].sec, ctrs[i].key,
+		            ctr_at(t, i)))
 			return -1;
-		h->c[i] += c;
-		p = e + 1;
-		while (*p == ',' || *p == ' ')
-			p++;
+	for (int f = 1; f < CLIENT_FAIL_N; f++) {
+		sec = json_object_get(json_object_get(doc, "messages"), "failed_by");
+		if (add_u64(m, sec, "messages.failed_by", client_fail_name((unsigned)f),
+		            &t->failed_by[f]))
+			return -1;
+		sec = json_object_get(json_object_get(doc, "connections"), "failed_by");
+		if (add_u64(m, sec, "connections.failed_by", client_fail_name((unsigned)f),
+		            &t->conn_failed_by[f]))
+			return -1;
 	}
+	for (int c = 0; c < CLIENT_CMD_N; c++) {
+		char path[64];
+		snprintf(path, sizeof(path), "replies.%s", client_cmd_name((unsigned)c));
+		sec =
+		    json_object_get(json_object_get(doc, "replies"), client_cmd_name((unsigned)c));
+		for (int r = 0; r < CLIENT_RC_N; r++)
+			if (add_u64(m, sec, path, rc_names[r], &t->replies.replies[c][r]))
+				return -1;
+	}
+	sec = json_object_get(doc, "histograms");
+	if (!json_is_object(sec))
+		return bad(m, "missing \"histograms\"");
+	if (add_hist(m, sec, "connect", &t->connect) || add_hist(m, sec, "message", &t->msg) ||
+	    add_hist(m, sec, "message_uncorrected", &t->msg_raw) ||
+	    add_hist(m, sec, "command", &t->cmd))
+		return -1;
 	return 0;
 }
 
 int bench_merge(int argc, char **argv)
 {
-	struct bench_stats *t = calloc(1, sizeof(*t));
+	struct bench_stats *t = malloc(sizeof(*t));
+	const char *out = NULL;
 	double secs = 0, cpu = 0;
+	int nfiles = 0;
+	FILE *of = NULL;
 
-	if (argc < 1) {
-		fprintf(stderr, "smtpbench: merge needs JSON files\nTry 'smtpbench --help'.\n");
+	if (!t)
+		return 1;
+	bench_stats_init(t);
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--json") || !strcmp(argv[i], "-j")) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "smtpbench: merge: --json needs a file\n");
+				free(t);
+				return 2;
+			}
+			out = argv[++i];
+		}
+	}
+	if (out) { /* checked before reading anything, as for a run */
+		of = !strcmp(out, "-") ? stdout : fopen(out, "w");
+		if (!of) {
+			fprintf(stderr, "smtpbench: merge: cannot write '%s': %s\n", out,
+			        strerror(errno));
+			free(t);
+			return 2;
+		}
+	}
+	for (int i = 0; i < argc; i++) {
+		struct mctx m = {.file = argv[i]};
+		json_error_t je;
+		json_t *doc;
+
+		if (!strcmp(argv[i], "--json") || !strcmp(argv[i], "-j")) {
+			i++;
+			continue;
+		}
+		nfiles++;
+		/* json_loadf reads a stream to its end: pipes and /dev/stdin work */
+		if (!strcmp(argv[i], "-"))
+			doc = json_loadf(stdin, JSON_REJECT_DUPLICATES, &je);
+		else
+			doc = json_load_file(argv[i], JSON_REJECT_DUPLICATES, &je);
+		if (!doc) {
+			fprintf(stderr,
+			        "smtpbench: merge: %s: not valid JSON: %s (line %d, column %d)\n",
+			        argv[i], je.text, je.line, je.column);
+			free(t);
+			if (of && of != stdout)
+				fclose(of);
+			return 2;
+		}
+		int ret = merge_one(&m, doc, t, &secs, &cpu);
+		json_decref(doc);
+		if (ret) {
+			fprintf(stderr, "smtpbench: merge: %s: %s\n", argv[i], m.err);
+			free(t);
+			if (of && of != stdout)
+				fclose(of);
+			return 2;
+		}
+	}
+	if (!nfiles) {
+		fprintf(stderr, "smtpbench: merge needs JSON reports\nTry 'smtpbench --help'.\n");
+		free(t);
+		if (of && of != stdout)
+			fclose(of);
 		return 2;
 	}
-	hist_init(&t->connect);
-	hist_init(&t->msg);
-	hist_init(&t->msg_raw);
-	hist_init(&t->cmd);
-	for (int i = 0; i < argc; i++) {
-		char *doc = slurp(argv[i]);
-		double d;
-		if (!doc || !strstr(doc, "\"program\": \"smtpbench\"")) {
-			fprintf(stderr, "smtpbench: merge: %s is not a smtpbench JSON report\n",
-			        argv[i]);
-			return 2;
-		}
-		/* runs side by side: wall time is the longest, work adds up */
-		if (!num_after(doc, "\"seconds\"", &d) && d > secs)
-			secs = d;
-		if (!num_after(doc, "\"cpu_seconds\"", &d))
-			cpu += d;
-		if (!num_after(doc, "\"delivered\"", &d))
-			t->delivered += (uint64_t)d;
-		if (!num_after(doc, "\"failed\"", &d))
-			t->failed += (uint64_t)d;
-		if (!num_after(doc, "\"measured\"", &d))
-			t->measured += (uint64_t)d;
-		if (!num_after(doc, "\"measured_bytes\"", &d))
-			t->measured_bytes += (uint64_t)d;
-		if (!num_after(doc, "\"sessions_opened\"", &d))
-			t->sessions_opened += (uint64_t)d;
-		for (int e = 0; e < E_NCLASS; e++) {
-			char k[32];
-			snprintf(k, sizeof(k), "\"%s\"", err_names[e]);
-			if (!num_after(strstr(doc, "\"errors\""), k, &d))
-				t->errors[e] += (uint64_t)d;
-		}
-		if (add_hist(doc, "connect", &t->connect) || add_hist(doc, "message", &t->msg) ||
-		    add_hist(doc, "message_uncorrected", &t->msg_raw) ||
-		    add_hist(doc, "command", &t->cmd)) {
-			fprintf(stderr, "smtpbench: merge: %s: histogram missing or incompatible\n",
-			        argv[i]);
-			return 2;
-		}
-		free(doc);
-	}
-	fprintf(stderr, "smtpbench merge: %d runs\n", argc);
-	report_core(t, secs, -1, 1, 0, NULL);
+	fprintf(stderr, "smtpbench merge: %d runs\n", nfiles);
+	report_core(t, secs, false);
 	fprintf(stderr, "  generator CPU %.2f s in all runs\n", cpu);
+	int ret = 0;
+	if (of) {
+		json_t *doc = new_doc();
+		json_object_set_new(doc, "merged", json_integer(nfiles));
+		stats_json(doc, t, secs, cpu);
+		if (write_doc(doc, of)) {
+			fprintf(stderr, "smtpbench: merge: cannot write '%s'\n", out);
+			ret = 1;
+		}
+	}
 	free(t);
-	return 0;
+	return ret;
 }

@@ -1,0 +1,619 @@
+/*
+ * client.c - SMTP client session core (see client.h)
+ *
+ * A transaction is a list of replies to wait for: index 0 answers MAIL,
+ * 1..k the k RCPTs, k+1 DATA (354) or BDAT (250), and then, for DATA, the
+ * reply to the content.  With PIPELINING all envelope commands are written
+ * at once and the replies are matched in order (RFC 2920 3.1: the client
+ * must read every reply of the group); without it the reply to one command
+ * triggers the next.  The same handler serves both, so the two modes count
+ * identically.
+ */
+#include "sink/client.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const fail_names[CLIENT_FAIL_N] = {
+    "none", "connect", "4xx", "5xx", "timeout", "protocol", "dropped", "unsupported", "aborted",
+};
+
+static const char *const cmd_names[CLIENT_CMD_N] = {
+    "greeting", "ehlo", "helo", "mail", "rcpt", "data", "bdat", "end", "rset", "quit", "none",
+};
+
+const char *client_fail_name(unsigned fail)
+{
+	return fail < CLIENT_FAIL_N ? fail_names[fail] : "?";
+}
+
+const char *client_cmd_name(unsigned cmd)
+{
+	return cmd < CLIENT_CMD_N ? cmd_names[cmd] : "?";
+}
+
+static const struct {
+	const char *name;
+	uint32_t bit;
+} ext_table[] = {
+    {"PIPELINING", CLIENT_EXT_PIPELINING},
+    {"CHUNKING", CLIENT_EXT_CHUNKING},
+    {"SIZE", CLIENT_EXT_SIZE},
+    {"8BITMIME", CLIENT_EXT_8BITMIME},
+    {"SMTPUTF8", CLIENT_EXT_SMTPUTF8},
+    {"ENHANCEDSTATUSCODES", CLIENT_EXT_ENHANCEDSTATUSCODES},
+    {"STARTTLS", CLIENT_EXT_STARTTLS},
+    {"AUTH", CLIENT_EXT_AUTH},
+};
+
+uint32_t client_ext_by_name(const char *kw, size_t n)
+{
+	for (size_t i = 0; i < sizeof(ext_table) / sizeof(ext_table[0]); i++)
+		if (strlen(ext_table[i].name) == n && !strncasecmp(ext_table[i].name, kw, n))
+			return ext_table[i].bit;
+	return 0;
+}
+
+/* tpl_max - longest expansion of a template: every {n}/{r} as 20 digits. */
+static size_t tpl_max(const char *t)
+{
+	size_t n = strlen(t);
+
+	for (const char *p = t; (p = strchr(p, '{')) != NULL; p++)
+		if ((p[1] == 'n' || p[1] == 'r') && p[2] == '}')
+			n += 20;
+	return n;
+}
+
+size_t client_cmd_cap(const struct client_cfg *cfg)
+{
+	size_t env = sizeof("MAIL FROM:<>\r\n") + tpl_max(cfg->from_tpl) +
+	             (size_t)cfg->rcpts * (sizeof("RCPT TO:<>\r\n") + tpl_max(cfg->to_tpl)) +
+	             sizeof("BDAT 18446744073709551615 LAST\r\n") + sizeof("DATA\r\n");
+	size_t greet = sizeof("EHLO \r\n") + strlen(cfg->ehlo);
+
+	/* RSET and QUIT may be queued behind an envelope still being written */
+	return (env > greet ? env : greet) + 64;
+}
+
+void client_init(struct client *c, const struct client_cfg *cfg, struct client_stats *stats,
+                 char *cmd, size_t cap)
+{
+	memset(c, 0, sizeof(*c));
+	c->cfg = cfg;
+	c->stats = stats;
+	c->cmd = cmd;
+	c->cmd_cap = cap;
+}
+
+void client_start(struct client *c)
+{
+	reply_init(&c->rp);
+	c->state = CLIENT_ST_GREET;
+	c->pipe = 0;
+	c->fail = CLIENT_FAIL_NONE;
+	c->fail_cmd = CLIENT_CMD_GREETING;
+	c->fail_code = 0;
+	c->text[0] = 0;
+	c->ext = 0;
+	c->in_msg = 0;
+	c->nout = 0;
+	c->cmd_len = 0;
+}
+
+/* --- output ---------------------------------------------------------------- */
+
+static int out_add(struct client *c, const char *p, size_t n)
+{
+	if (!n)
+		return 0;
+	if (c->nout == CLIENT_IOV_MAX)
+		return -1;
+	/* text appended to the command buffer right after the previous entry
+	 * joins it: one iovec for a whole envelope */
+	if (c->nout &&
+	    (const char *)c->out[c->nout - 1].iov_base + c->out[c->nout - 1].iov_len == p &&
+	    p >= c->cmd && p < c->cmd + c->cmd_cap) {
+		c->out[c->nout - 1].iov_len += n;
+		return 0;
+	}
+	c->out[c->nout].iov_base = (void *)(uintptr_t)p;
+	c->out[c->nout].iov_len = n;
+	c->nout++;
+	return 0;
+}
+
+/* put - append command text; -1 when the buffer is full (only possible when
+ * a server answers commands it has not been sent yet). */
+static int put(struct client *c, const char *s, size_t n)
+{
+	if (n > c->cmd_cap - c->cmd_len)
+		return -1;
+	memcpy(c->cmd + c->cmd_len, s, n);
+	if (out_add(c, c->cmd + c->cmd_len, n))
+		return -1;
+	c->cmd_len += n;
+	return 0;
+}
+
+static int puts_(struct client *c, const char *s)
+{
+	return put(c, s, strlen(s));
+}
+
+static int put_u64(struct client *c, uint64_t v)
+{
+	char d[24];
+	int k = snprintf(d, sizeof(d), "%llu", (unsigned long long)v);
+
+	return put(c, d, (size_t)k);
+}
+
+/* put_tpl - expand {n} (message number) and {r} (recipient index). */
+static int put_tpl(struct client *c, const char *t, uint64_t n, uint32_t r)
+{
+	while (*t) {
+		if (t[0] == '{' && (t[1] == 'n' || t[1] == 'r') && t[2] == '}') {
+			if (put_u64(c, t[1] == 'n' ? n : r))
+				return -1;
+			t += 3;
+			continue;
+		}
+		size_t k = strcspn(t + 1, "{") + 1;
+		if (put(c, t, k))
+			return -1;
+		t += k;
+	}
+	return 0;
+}
+
+void client_wrote(struct client *c, size_t n)
+{
+	int i = 0;
+
+	while (i < c->nout && n >= c->out[i].iov_len)
+		n -= c->out[i++].iov_len;
+	if (i) {
+		memmove(c->out, c->out + i, sizeof(c->out[0]) * (size_t)(c->nout - i));
+		c->nout -= i;
+	}
+	if (c->nout && n) {
+		c->out[0].iov_base = (char *)c->out[0].iov_base + n;
+		c->out[0].iov_len -= n;
+	}
+	if (!c->nout)
+		c->cmd_len = 0; /* everything is out: the buffer is free again */
+}
+
+/* --- failures and results ----------------------------------------------------- */
+
+static unsigned code_rc(uint16_t code)
+{
+	return code >= 400 && code < 500   ? CLIENT_RC_4XX
+	       : code >= 500 && code < 600 ? CLIENT_RC_5XX
+	                                   : CLIENT_RC_OTHER;
+}
+
+static uint8_t code_fail(uint16_t code)
+{
+	unsigned rc = code_rc(code);
+
+	return rc == CLIENT_RC_4XX   ? CLIENT_FAIL_4XX
+	       : rc == CLIENT_RC_5XX ? CLIENT_FAIL_5XX
+	                             : CLIENT_FAIL_PROTOCOL;
+}
+
+/* session_fail - the session ends abnormally; the first cause is kept. */
+static unsigned session_fail(struct client *c, uint8_t fail, uint8_t cmd, uint16_t code,
+                             const char *text)
+{
+	if (c->fail == CLIENT_FAIL_NONE) {
+		c->fail = fail;
+		c->fail_cmd = cmd;
+		c->fail_code = code;
+		snprintf(c->text, sizeof(c->text), "%s", text);
+	}
+	c->state = CLIENT_ST_CLOSED;
+	c->nout = 0; /* nothing more is sent on a failed session */
+	c->cmd_len = 0;
+	return CLIENT_ACT_CLOSE;
+}
+
+/* decide - the message fails; the first deciding reply is kept. */
+static void decide(struct client *c, uint8_t fail, uint8_t cmd, uint16_t code, const char *text,
+                   bool definite)
+{
+	if (c->decided)
+		return;
+	c->decided = 1;
+	c->res.fail = fail;
+	c->res.cmd = cmd;
+	c->res.code = code;
+	c->res.definite = definite;
+	snprintf(c->res_text, sizeof(c->res_text), "%s", text);
+}
+
+/* finish - the message has its one result. */
+static unsigned finish(struct client *c, bool accepted, uint8_t cmd, uint16_t code)
+{
+	struct client_result *r = &c->res;
+
+	c->in_msg = 0;
+	if (accepted && !c->decided) {
+		r->outcome = r->rcpt_ok == c->cfg->rcpts ? CLIENT_DELIVERED : CLIENT_PARTIAL;
+		r->fail = CLIENT_FAIL_NONE;
+		r->cmd = cmd;
+		r->code = code;
+		r->definite = 1;
+		r->text = "";
+	} else {
+		if (!c->decided)
+			decide(c, CLIENT_FAIL_PROTOCOL, cmd, code, "unexpected reply", true);
+		r->outcome = CLIENT_FAILED;
+		r->text = c->res_text;
+	}
+	return CLIENT_ACT_MSG;
+}
+
+/* fail_msg - end the session with the message in progress failed. */
+static unsigned fail_msg(struct client *c, uint8_t fail, uint8_t cmd, uint16_t code,
+                         const char *text, bool definite)
+{
+	unsigned act = 0;
+
+	if (c->in_msg) {
+		decide(c, fail, cmd, code, text, definite);
+		act |= finish(c, false, cmd, code);
+	}
+	return act | session_fail(c, fail, cmd, code, text);
+}
+
+/* --- commands ------------------------------------------------------------------- */
+
+static unsigned send_line(struct client *c, const char *verb, const char *arg, uint8_t state)
+{
+	if (puts_(c, verb) || (arg && (put(c, " ", 1) || puts_(c, arg))) || put(c, "\r\n", 2))
+		return session_fail(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_NONE, 0,
+		                    "server replied ahead of the client's commands");
+	c->state = state;
+	return CLIENT_ACT_SEND;
+}
+
+static int put_mail(struct client *c)
+{
+	return puts_(c, "MAIL FROM:<") || put_tpl(c, c->cfg->from_tpl, c->msg.n, 0) ||
+	       put(c, ">\r\n", 3);
+}
+
+static int put_rcpt(struct client *c, uint32_t r)
+{
+	return puts_(c, "RCPT TO:<") || put_tpl(c, c->cfg->to_tpl, c->msg.n, r) ||
+	       put(c, ">\r\n", 3);
+}
+
+/* put_last - DATA, or BDAT with the whole content as one LAST chunk (RFC
+ * 3030 2: the octet count covers exactly the octets that follow). */
+static int put_last(struct client *c)
+{
+	if (!c->cfg->bdat)
+		return puts_(c, "DATA\r\n");
+	return puts_(c, "BDAT ") || put_u64(c, c->msg.stamp_len + c->msg.raw_len) ||
+	       puts_(c, " LAST\r\n") || out_add(c, c->msg.stamp, c->msg.stamp_len) ||
+	       out_add(c, c->msg.raw, c->msg.raw_len);
+}
+
+static unsigned overflow(struct client *c)
+{
+	return fail_msg(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_NONE, 0,
+	                "server replied ahead of the client's commands", false);
+}
+
+unsigned client_begin(struct client *c, const struct client_msg *m)
+{
+	if (c->state != CLIENT_ST_READY)
+		return 0;
+	c->msg = *m;
+	c->await = 0;
+	c->mail_ok = 0;
+	c->decided = 0;
+	c->in_msg = 1;
+	memset(&c->res, 0, sizeof(c->res));
+	c->state = CLIENT_ST_TX;
+	if (put_mail(c))
+		return overflow(c);
+	if (c->pipe) {
+		/* RFC 2920 3.1: MAIL, RCPTs and DATA/BDAT in one group, DATA last */
+		for (uint32_t r = 0; r < c->cfg->rcpts; r++)
+			if (put_rcpt(c, r))
+				return overflow(c);
+		if (put_last(c))
+			return overflow(c);
+	}
+	return CLIENT_ACT_SEND;
+}
+
+unsigned client_quit(struct client *c)
+{
+	if (c->state != CLIENT_ST_READY)
+		return 0;
+	return send_line(c, "QUIT", NULL, CLIENT_ST_QUIT);
+}
+
+/* after_failed_tx - a transaction ended without its content being taken:
+ * RSET so the next MAIL starts clean (RFC 5321 4.1.1.5). */
+static unsigned after_failed_tx(struct client *c)
+{
+	return send_line(c, "RSET", NULL, CLIENT_ST_RSET);
+}
+
+/* tx_reply - one reply inside a transaction (state TX). */
+static unsigned tx_reply(struct client *c, const struct reply *r)
+{
+	uint32_t k = c->cfg->rcpts, i = c->await++;
+	unsigned rc = code_rc(r->code);
+	bool two = r->code >= 200 && r->code < 300;
+
+	if (i == 0) { /* MAIL */
+		c->stats->replies[CLIENT_CMD_MAIL][two ? CLIENT_RC_OK : rc]++;
+		c->mail_ok = two;
+		if (!two)
+			decide(c, code_fail(r->code), CLIENT_CMD_MAIL, r->code, r->text, true);
+		if (c->pipe)
+			return 0;
+		if (!two)
+			return finish(c, false, CLIENT_CMD_MAIL, r->code) | after_failed_tx(c);
+		return put_rcpt(c, 0) ? overflow(c) : CLIENT_ACT_SEND;
+	}
+	if (i <= k) { /* RCPT i-1; RFC 5321 4.2.5: 250 and 251 both accept */
+		c->stats->replies[CLIENT_CMD_RCPT][two ? CLIENT_RC_OK : rc]++;
+		if (two)
+			c->res.rcpt_ok++;
+		else if (rc == CLIENT_RC_4XX)
+			c->res.rcpt_4xx++;
+		else if (rc == CLIENT_RC_5XX)
+			c->res.rcpt_5xx++;
+		else
+			c->res.rcpt_other++;
+		if (i == k && c->res.rcpt_ok == 0)
+			/* every RCPT refused: the last refusal decides */
+			decide(c, code_fail(r->code), CLIENT_CMD_RCPT, r->code, r->text, true);
+		if (c->pipe)
+			return 0;
+		if (i < k)
+			return put_rcpt(c, i) ? overflow(c) : CLIENT_ACT_SEND;
+		if (!c->res.rcpt_ok)
+			return finish(c, false, CLIENT_CMD_RCPT, r->code) | after_failed_tx(c);
+		return put_last(c) ? overflow(c) : CLIENT_ACT_SEND;
+	}
+	if (c->cfg->bdat) { /* BDAT n LAST */
+		c->stats->replies[CLIENT_CMD_BDAT][two ? CLIENT_RC_OK : rc]++;
+		bool ok = two && c->mail_ok && c->res.rcpt_ok > 0;
+		if (!two)
+			decide(c, code_fail(r->code), CLIENT_CMD_BDAT, r->code, r->text, true);
+		else if (!ok)
+			decide(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_BDAT, r->code,
+			       "BDAT accepted without a valid envelope", true);
+		unsigned act = finish(c, ok, CLIENT_CMD_BDAT, r->code);
+		if (ok) {
+			c->state = CLIENT_ST_READY;
+			return act | CLIENT_ACT_READY;
+		}
+		return act | after_failed_tx(c);
+	}
+	/* DATA */
+	c->stats->replies[CLIENT_CMD_DATA][r->code == 354 ? CLIENT_RC_OK : rc]++;
+	if (r->code == 354) {
+		c->state = CLIENT_ST_END;
+		if (c->mail_ok && c->res.rcpt_ok > 0) {
+			if (out_add(c, c->msg.stamp, c->msg.stamp_len) ||
+			    out_add(c, c->msg.wire, c->msg.wire_len))
+				return overflow(c);
+			return CLIENT_ACT_SEND;
+		}
+		/* RFC 2920 3.1: DATA accepted although no recipient was: send an
+		 * empty message (a lone dot); the message has failed already */
+		decide(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_DATA, r->code,
+		       "354 without a valid envelope", true);
+		return put(c, ".\r\n", 3) ? overflow(c) : CLIENT_ACT_SEND;
+	}
+	if (rc == CLIENT_RC_OTHER)
+		decide(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_DATA, r->code, r->text, true);
+	else
+		decide(c, code_fail(r->code), CLIENT_CMD_DATA, r->code, r->text, true);
+	return finish(c, false, CLIENT_CMD_DATA, r->code) | after_failed_tx(c);
+}
+
+/* ehlo_done - EHLO answered 250: choose the transfer mode. */
+static unsigned ehlo_done(struct client *c)
+{
+	const struct client_cfg *cfg = c->cfg;
+
+	c->pipe = cfg->pipelining == 1 || (cfg->pipelining < 0 && (c->ext & CLIENT_EXT_PIPELINING));
+	if (cfg->bdat && !(c->ext & CLIENT_EXT_CHUNKING)) {
+		/* --bdat is a demand, not a preference: say so and leave */
+		c->fail = CLIENT_FAIL_UNSUPPORTED;
+		c->fail_cmd = CLIENT_CMD_EHLO;
+		c->fail_code = 0;
+		snprintf(c->text, sizeof(c->text), "--bdat: server does not offer CHUNKING");
+		return send_line(c, "QUIT", NULL, CLIENT_ST_QUIT);
+	}
+	c->state = CLIENT_ST_READY;
+	return CLIENT_ACT_READY;
+}
+
+/* cur_cmd - the command the next reply answers. */
+static uint8_t cur_cmd(const struct client *c)
+{
+	switch (c->state) {
+	case CLIENT_ST_GREET:
+		return CLIENT_CMD_GREETING;
+	case CLIENT_ST_EHLO:
+		return CLIENT_CMD_EHLO;
+	case CLIENT_ST_HELO:
+		return CLIENT_CMD_HELO;
+	case CLIENT_ST_TX:
+		return c->await == 0               ? CLIENT_CMD_MAIL
+		       : c->await <= c->cfg->rcpts ? CLIENT_CMD_RCPT
+		       : c->cfg->bdat              ? CLIENT_CMD_BDAT
+		                                   : CLIENT_CMD_DATA;
+	case CLIENT_ST_END:
+		return CLIENT_CMD_END;
+	case CLIENT_ST_RSET:
+		return CLIENT_CMD_RSET;
+	case CLIENT_ST_QUIT:
+		return CLIENT_CMD_QUIT;
+	default:
+		return CLIENT_CMD_NONE;
+	}
+}
+
+/* on_reply - one complete reply. */
+static unsigned on_reply(struct client *c, const struct reply *r)
+{
+	bool two = r->code >= 200 && r->code < 300;
+
+	if (r->bad) { /* malformed: the stream cannot be trusted any more */
+		uint8_t cmd = cur_cmd(c);
+		c->stats->replies[cmd][CLIENT_RC_OTHER]++;
+		return fail_msg(c, CLIENT_FAIL_PROTOCOL, cmd, 0, r->text, false);
+	}
+	/* RFC 5321 3.8: 421 to anything means the server is closing the
+	 * channel: fail the message in progress once, never start another */
+	if (r->code == 421 && c->state != CLIENT_ST_QUIT) {
+		uint8_t cmd = cur_cmd(c);
+		c->stats->replies[cmd][CLIENT_RC_4XX]++;
+		return fail_msg(c, CLIENT_FAIL_4XX, cmd, r->code, r->text, true);
+	}
+	switch (c->state) {
+	case CLIENT_ST_GREET:
+		c->stats->replies[CLIENT_CMD_GREETING]
+		                 [r->code == 220 ? CLIENT_RC_OK : code_rc(r->code)]++;
+		if (r->code != 220)
+			return session_fail(c, code_fail(r->code), CLIENT_CMD_GREETING, r->code,
+			                    r->text);
+		c->ext = 0;
+		c->el_line = 0;
+		c->el_col = 0;
+		c->kw_len = 0;
+		c->kw_end = 0;
+		return c->cfg->helo ? send_line(c, "HELO", c->cfg->ehlo, CLIENT_ST_HELO)
+		                    : send_line(c, "EHLO", c->cfg->ehlo, CLIENT_ST_EHLO);
+	case CLIENT_ST_EHLO:
+		c->stats
+		    ->replies[CLIENT_CMD_EHLO][r->code == 250 ? CLIENT_RC_OK : code_rc(r->code)]++;
+		if (r->code == 250)
+			return ehlo_done(c);
+		/* RFC 5321 3.2: a server that does not know EHLO gets HELO */
+		if (r->code == 500 || r->code == 502) {
+			c->ext = 0;
+			return send_line(c, "HELO", c->cfg->ehlo, CLIENT_ST_HELO);
+		}
+		return session_fail(c, code_fail(r->code), CLIENT_CMD_EHLO, r->code, r->text);
+	case CLIENT_ST_HELO:
+		c->stats
+		    ->replies[CLIENT_CMD_HELO][r->code == 250 ? CLIENT_RC_OK : code_rc(r->code)]++;
+		if (r->code != 250)
+			return session_fail(c, code_fail(r->code), CLIENT_CMD_HELO, r->code,
+			                    r->text);
+		c->ext = 0;
+		return ehlo_done(c);
+	case CLIENT_ST_TX:
+		return tx_reply(c, r);
+	case CLIENT_ST_END: {
+		c->stats->replies[CLIENT_CMD_END][two ? CLIENT_RC_OK : code_rc(r->code)]++;
+		if (!two)
+			decide(c, code_fail(r->code), CLIENT_CMD_END, r->code, r->text, true);
+		/* RFC 5321 4.1.1.4: the end of data ends the transaction either
+		 * way; no RSET needed */
+		unsigned act = finish(c, two, CLIENT_CMD_END, r->code);
+		c->state = CLIENT_ST_READY;
+		return act | CLIENT_ACT_READY;
+	}
+	case CLIENT_ST_RSET:
+		c->stats->replies[CLIENT_CMD_RSET][two ? CLIENT_RC_OK : code_rc(r->code)]++;
+		if (!two)
+			return session_fail(c, code_fail(r->code), CLIENT_CMD_RSET, r->code,
+			                    r->text);
+		c->state = CLIENT_ST_READY;
+		return CLIENT_ACT_READY;
+	case CLIENT_ST_QUIT:
+		c->stats->replies[CLIENT_CMD_QUIT][two ? CLIENT_RC_OK : code_rc(r->code)]++;
+		c->state = CLIENT_ST_CLOSED;
+		return CLIENT_ACT_CLOSE;
+	default: /* READY: a reply nobody asked for */
+		c->stats->replies[CLIENT_CMD_NONE][code_rc(r->code)]++;
+		return session_fail(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_NONE, r->code, r->text);
+	}
+}
+
+/* ehlo_scan - watch the EHLO reply's raw bytes for keywords: every line
+ * after the first is "250-KEYWORD params" (RFC 5321 4.1.1.1). */
+static void ehlo_scan(struct client *c, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char ch = p[i];
+		if (ch == '\n') {
+			if (c->el_line > 0 && c->kw_len <= sizeof(c->kw))
+				c->ext |= client_ext_by_name(c->kw, c->kw_len);
+			if (c->el_line < UINT16_MAX)
+				c->el_line++;
+			c->el_col = 0;
+			c->kw_len = 0;
+			c->kw_end = 0;
+			continue;
+		}
+		if (c->el_col < UINT16_MAX)
+			c->el_col++;
+		if (c->el_col <= 4 || c->kw_end)
+			continue;
+		if (ch == ' ' || ch == '\r' || ch == '=') {
+			c->kw_end = 1;
+			continue;
+		}
+		if (c->kw_len < sizeof(c->kw))
+			c->kw[c->kw_len] = ch;
+		if (c->kw_len <= sizeof(c->kw))
+			c->kw_len++; /* > sizeof: too long for any keyword we know */
+	}
+}
+
+size_t client_feed(struct client *c, const char *p, size_t n, unsigned *act)
+{
+	struct reply r;
+	int done;
+	size_t used;
+
+	*act = 0;
+	if (c->state == CLIENT_ST_CLOSED || c->state == CLIENT_ST_IDLE)
+		return n;
+	used = reply_feed(&c->rp, p, n, &r, &done);
+	if (c->state == CLIENT_ST_EHLO)
+		ehlo_scan(c, p, used);
+	if (done) {
+		if (c->state == CLIENT_ST_EHLO)
+			c->ext = r.code == 250 ? c->ext : 0;
+		*act = CLIENT_ACT_REPLY | on_reply(c, &r);
+	}
+	return used;
+}
+
+unsigned client_eof(struct client *c)
+{
+	if (c->state == CLIENT_ST_QUIT || c->state == CLIENT_ST_CLOSED) {
+		c->state = CLIENT_ST_CLOSED;
+		return CLIENT_ACT_CLOSE;
+	}
+	return fail_msg(c, CLIENT_FAIL_DROPPED, cur_cmd(c), 0, "server closed the connection",
+	                false);
+}
+
+unsigned client_timeout(struct client *c)
+{
+	return fail_msg(c, CLIENT_FAIL_TIMEOUT, cur_cmd(c), 0, "no reply within --timeout", false);
+}
+
+unsigned client_abort(struct client *c)
+{
+	return fail_msg(c, CLIENT_FAIL_ABORTED, cur_cmd(c), 0, "run stopped", false);
+}

@@ -1,0 +1,245 @@
+/*
+ * client.h - SMTP client session core (pure: no I/O, no clock, no allocation)
+ *
+ * The mirror of sess.h for the load generator: client_feed() consumes the
+ * server's bytes in buffers of any size, split at any offset, and returns
+ * actions for the driver (send the queued commands, a message ended, the
+ * session is idle, close).  The driver moves bytes and keeps time; every
+ * protocol decision is made here, so both I/O backends behave identically
+ * and the whole client can be tested on byte arrays (tests/client_transcripts)
+ * and fuzzed (tests/fuzz/fuzz_client.c).
+ *
+ * One session: 220 greeting, EHLO (HELO when asked, or when the server does
+ * not know EHLO, RFC 5321 3.2), then transactions: MAIL, RCPT x k, DATA and
+ * the stamped, pre-stuffed content, or BDAT n LAST with the raw content (RFC
+ * 3030).  With PIPELINING (RFC 2920) the envelope goes out as one group with
+ * DATA/BDAT last; without it one command per round trip.  RSET after a
+ * failed transaction, QUIT at the end.
+ *
+ * Outcomes: every message ends with exactly one result - delivered (every
+ * RCPT accepted), partial (some RCPTs refused, the content was accepted for
+ * the others) or failed, with one class: the reply that decided it (4xx,
+ * 5xx), or timeout, dropped connection, protocol violation, aborted run.  A
+ * 421 reply (RFC 5321 3.8) ends the session: the current message fails
+ * once and no new one is started on that connection.
+ *
+ * Output: commands are built into one caller-owned buffer sized at start by
+ * client_cmd_cap() (no allocation per message) and queued as iovecs together
+ * with the shared read-only bodies; new output is appended behind unsent
+ * output, never written over it.  The driver writes client_out(), reports
+ * what went out with client_wrote().
+ *
+ * STARTTLS, AUTH, PROXY and retry decisions are meant to become states and
+ * actions of this machine; the EHLO scanner already records their keywords.
+ */
+#ifndef SINK_CLIENT_H
+#define SINK_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "sink/reply.h"
+
+/* EHLO keywords the client understands (RFC 5321 2.4: case-insensitive,
+ * whole keyword). */
+enum {
+	CLIENT_EXT_PIPELINING = 1u << 0,          /* RFC 2920 */
+	CLIENT_EXT_CHUNKING = 1u << 1,            /* RFC 3030 */
+	CLIENT_EXT_SIZE = 1u << 2,                /* RFC 1870 */
+	CLIENT_EXT_8BITMIME = 1u << 3,            /* RFC 6152 */
+	CLIENT_EXT_SMTPUTF8 = 1u << 4,            /* RFC 6531 */
+	CLIENT_EXT_ENHANCEDSTATUSCODES = 1u << 5, /* RFC 2034 */
+	CLIENT_EXT_STARTTLS = 1u << 6,            /* RFC 3207 */
+	CLIENT_EXT_AUTH = 1u << 7,                /* RFC 4954 */
+};
+
+/* What a reply answered, for per-reply counts and error reports. */
+enum client_cmd {
+	CLIENT_CMD_GREETING = 0,
+	CLIENT_CMD_EHLO,
+	CLIENT_CMD_HELO,
+	CLIENT_CMD_MAIL,
+	CLIENT_CMD_RCPT,
+	CLIENT_CMD_DATA,
+	CLIENT_CMD_BDAT,
+	CLIENT_CMD_END, /* end of DATA content ("." line) */
+	CLIENT_CMD_RSET,
+	CLIENT_CMD_QUIT,
+	CLIENT_CMD_NONE, /* unsolicited (no command outstanding) */
+	CLIENT_CMD_N
+};
+
+/* Reply classes for the counts: 2xx/3xx where expected, 4xx, 5xx, other. */
+enum { CLIENT_RC_OK = 0, CLIENT_RC_4XX, CLIENT_RC_5XX, CLIENT_RC_OTHER, CLIENT_RC_N };
+
+/* Failure classes of a message or a session attempt. */
+enum client_fail {
+	CLIENT_FAIL_NONE = 0,
+	CLIENT_FAIL_CONNECT,     /* TCP connect failed (driver) */
+	CLIENT_FAIL_4XX,         /* a 4xx reply decided it (421 included) */
+	CLIENT_FAIL_5XX,         /* a 5xx reply decided it */
+	CLIENT_FAIL_TIMEOUT,     /* no complete reply within --timeout */
+	CLIENT_FAIL_PROTOCOL,    /* malformed or unexpected reply */
+	CLIENT_FAIL_DROPPED,     /* the server closed or reset the connection */
+	CLIENT_FAIL_UNSUPPORTED, /* a required extension is not offered */
+	CLIENT_FAIL_ABORTED,     /* the run was stopped (signal, no progress) */
+	CLIENT_FAIL_N
+};
+
+enum client_outcome { CLIENT_DELIVERED = 0, CLIENT_PARTIAL, CLIENT_FAILED };
+
+enum client_state {
+	CLIENT_ST_IDLE = 0, /* not connected */
+	CLIENT_ST_GREET,    /* waiting for 220 */
+	CLIENT_ST_EHLO,     /* EHLO sent */
+	CLIENT_ST_HELO,     /* HELO sent */
+	CLIENT_ST_READY,    /* no transaction: client_begin() or client_quit() */
+	CLIENT_ST_TX,       /* envelope commands outstanding */
+	CLIENT_ST_END,      /* content sent, waiting for the final reply */
+	CLIENT_ST_RSET,     /* RSET sent after a failed transaction */
+	CLIENT_ST_QUIT,     /* QUIT sent */
+	CLIENT_ST_CLOSED,   /* nothing more: the driver closes */
+};
+
+/* Actions (bits) returned by client_feed() and friends. */
+#define CLIENT_ACT_REPLY 0x01u /* a complete reply was consumed */
+#define CLIENT_ACT_SEND  0x02u /* output was queued: write client_out() */
+#define CLIENT_ACT_MSG   0x04u /* a message ended: result in c->res */
+#define CLIENT_ACT_READY 0x08u /* idle in a session: begin a message or quit */
+#define CLIENT_ACT_CLOSE 0x10u /* close the connection (c->fail says why, if failed) */
+
+#define CLIENT_IOV_MAX 8
+
+struct client_cfg {
+	const char *ehlo;     /* name for EHLO/HELO */
+	bool helo;            /* HELO instead of EHLO */
+	int pipelining;       /* -1 when advertised, 0 off, 1 always */
+	bool bdat;            /* BDAT instead of DATA; CHUNKING required */
+	uint32_t rcpts;       /* recipients per message, >= 1 */
+	const char *from_tpl; /* {n} = message number */
+	const char *to_tpl;   /* {n} = message number, {r} = recipient index */
+};
+
+/* One message to send.  The content pointers must stay valid until the
+ * message's result (they are queued as iovecs, not copied). */
+struct client_msg {
+	uint64_t n;        /* substituted for {n} */
+	const char *stamp; /* stamp line (first content line) */
+	size_t stamp_len;
+	const char *raw; /* content after the stamp (BDAT) */
+	size_t raw_len;
+	const char *wire; /* the same, dot-stuffed, ending ".\r\n" (DATA) */
+	size_t wire_len;
+};
+
+struct client_result {
+	uint8_t outcome;  /* enum client_outcome */
+	uint8_t fail;     /* enum client_fail when failed */
+	uint8_t cmd;      /* enum client_cmd of the deciding reply */
+	uint8_t definite; /* decided by a 2xx/4xx/5xx reply: the server answered */
+	uint16_t code;    /* deciding reply code, 0 when none */
+	uint32_t rcpt_ok, rcpt_4xx, rcpt_5xx, rcpt_other;
+	const char *text; /* deciding reply's first line or a description */
+};
+
+/* Reply counts by command and class; one per thread, shared by its
+ * sessions (single-threaded, no atomics). */
+struct client_stats {
+	uint64_t replies[CLIENT_CMD_N][CLIENT_RC_N];
+};
+
+struct client {
+	const struct client_cfg *cfg;
+	struct client_stats *stats;
+	struct reply_parser rp;
+	uint8_t state; /* enum client_state */
+	uint8_t pipe;  /* pipelining in use this session */
+	uint8_t fail;  /* session failure (enum client_fail), once set */
+	uint8_t fail_cmd;
+	uint16_t fail_code;
+	uint32_t ext; /* CLIENT_EXT_* from the last EHLO */
+	/* EHLO keyword scanner over the raw reply bytes */
+	uint16_t el_col;
+	uint16_t el_line;
+	uint8_t kw_len;
+	uint8_t kw_end;
+	char kw[24];
+	/* current transaction */
+	struct client_msg msg;
+	uint32_t await;  /* index of the next reply: 0 MAIL, 1..k RCPT, k+1 DATA/BDAT */
+	uint8_t mail_ok; /* MAIL got 2xx */
+	uint8_t decided; /* failure already decided (res.fail/cmd/code set) */
+	uint8_t in_msg;  /* a message is in progress (no result yet) */
+	struct client_result res;
+	char text[REPLY_TEXT_MAX];     /* text of a session failure */
+	char res_text[REPLY_TEXT_MAX]; /* text of a message failure */
+	/* output */
+	char *cmd;
+	size_t cmd_cap, cmd_len;
+	struct iovec out[CLIENT_IOV_MAX];
+	int nout;
+};
+
+/* client_cmd_cap - command buffer size this configuration needs: the
+ * longest envelope (every template expansion at its longest) plus room for
+ * RSET/QUIT queued behind it. */
+size_t client_cmd_cap(const struct client_cfg *cfg);
+
+/* client_init - bind a session to its configuration, counters and command
+ * buffer (cap >= client_cmd_cap(cfg)).  Idle until client_start(). */
+void client_init(struct client *c, const struct client_cfg *cfg, struct client_stats *stats,
+                 char *cmd, size_t cap);
+
+/* client_start - a new connection is up: wait for the greeting. */
+void client_start(struct client *c);
+
+/* client_feed - consume server bytes up to the end of one reply and act on
+ * it.  Returns octets consumed; *act gets CLIENT_ACT_* bits (0 when the
+ * input ran out mid-reply).  Input after CLOSE is consumed and ignored. */
+size_t client_feed(struct client *c, const char *p, size_t n, unsigned *act);
+
+/* client_begin - start message m (state READY).  Returns SEND. */
+unsigned client_begin(struct client *c, const struct client_msg *m);
+
+/* client_quit - end the session politely (state READY).  Returns SEND. */
+unsigned client_quit(struct client *c);
+
+/* client_eof - the server closed the connection (err: 0 or an errno);
+ * client_timeout - no complete reply in time; client_abort - the run
+ * stops.  Each fails the message in progress (MSG) and closes (CLOSE). */
+unsigned client_eof(struct client *c);
+unsigned client_timeout(struct client *c);
+unsigned client_abort(struct client *c);
+
+/* client_out - queued output as iovecs (valid until the next client call). */
+static inline const struct iovec *client_out(const struct client *c, int *n)
+{
+	*n = c->nout;
+	return c->out;
+}
+
+static inline bool client_has_output(const struct client *c)
+{
+	return c->nout > 0;
+}
+
+/* client_wrote - n octets of client_out() were written. */
+void client_wrote(struct client *c, size_t n);
+
+/* client_waiting - a reply is outstanding (the driver's deadline runs). */
+static inline bool client_waiting(const struct client *c)
+{
+	return c->state != CLIENT_ST_IDLE && c->state != CLIENT_ST_READY &&
+	       c->state != CLIENT_ST_CLOSED;
+}
+
+/* client_ext_by_name - CLIENT_EXT_* bit of an EHLO keyword (RFC 5321 2.4:
+ * case-insensitive, whole keyword), 0 when unknown. */
+uint32_t client_ext_by_name(const char *kw, size_t n);
+
+const char *client_fail_name(unsigned fail);
+const char *client_cmd_name(unsigned cmd);
+
+#endif

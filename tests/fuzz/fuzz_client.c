@@ -1,0 +1,122 @@
+/*
+ * fuzz_client.c - libFuzzer target for the client session core
+ *
+ * Input: one configuration octet (pipelining, BDAT, HELO, recipients), one
+ * octet of split size, then the server's bytes.  The harness acts as a
+ * driver that writes only part of the output at a time, so replies arrive
+ * while commands are still queued (the "server answers ahead" case).
+ * Invariants checked: every started message gets exactly one result, the
+ * result's counts are consistent with its outcome, the command buffer and
+ * iovec queue stay within bounds, and after the end of input the session is
+ * closed.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sink/client.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const char stamp[] = "X-Stamp: 1\r\n";
+static const char raw[] = "a\r\n.b\r\n";
+static const char wire[] = "a\r\n..b\r\n.\r\n";
+
+static void check(int ok)
+{
+	if (!ok)
+		abort();
+}
+
+struct h {
+	struct client c;
+	unsigned started, results, writes;
+};
+
+static void act_on(struct h *h, unsigned act, size_t wr)
+{
+	while (act) {
+		unsigned next = 0;
+		if (act & CLIENT_ACT_MSG) {
+			const struct client_result *r = &h->c.res;
+			uint32_t k = h->c.cfg->rcpts;
+			h->results++;
+			check(h->results <= h->started);
+			check(r->rcpt_ok + r->rcpt_4xx + r->rcpt_5xx + r->rcpt_other <= k);
+			if (r->outcome == CLIENT_DELIVERED)
+				check(r->rcpt_ok == k);
+			else if (r->outcome == CLIENT_PARTIAL)
+				check(r->rcpt_ok > 0 && r->rcpt_ok < k);
+			else
+				check(r->fail != CLIENT_FAIL_NONE && r->fail < CLIENT_FAIL_N);
+		}
+		if (!(act & CLIENT_ACT_CLOSE) && (act & CLIENT_ACT_READY)) {
+			check(h->results == h->started);
+			if (h->started < 3) {
+				struct client_msg m = {
+				    h->started + 1,  stamp, sizeof(stamp) - 1, raw,
+				    sizeof(raw) - 1, wire,  sizeof(wire) - 1};
+				h->started++;
+				next = client_begin(&h->c, &m);
+			} else {
+				next = client_quit(&h->c);
+			}
+		}
+		check(h->c.cmd_len <= h->c.cmd_cap && h->c.nout <= CLIENT_IOV_MAX);
+		/* a slow writer: part of the output now, the rest later */
+		if (client_has_output(&h->c)) {
+			int n;
+			const struct iovec *iov = client_out(&h->c, &n);
+			size_t total = 0;
+			for (int i = 0; i < n; i++)
+				total += iov[i].iov_len;
+			h->writes++;
+			client_wrote(&h->c, h->writes % 3 ? total : (wr < total ? wr : total));
+		}
+		act = next & ~(unsigned)CLIENT_ACT_SEND;
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct client_cfg cfg = {
+	    .ehlo = "client.test", .from_tpl = "f{n}@a.test", .to_tpl = "t{r}.{n}@b.test"};
+	struct client_stats st;
+	struct h h;
+	size_t off = 2, cap;
+	char *cmd;
+
+	if (size < 2)
+		return 0;
+	cfg.pipelining = (data[0] & 3) == 3 ? -1 : (data[0] & 3) == 2 ? 1 : 0;
+	cfg.bdat = data[0] & 4;
+	cfg.helo = data[0] & 8;
+	cfg.rcpts = 1u + (data[0] >> 4 & 3);
+	size_t step = (size_t)data[1] % 17 + 1;
+	memset(&st, 0, sizeof(st));
+	memset(&h, 0, sizeof(h));
+	cap = client_cmd_cap(&cfg);
+	cmd = malloc(cap);
+	client_init(&h.c, &cfg, &st, cmd, cap);
+	client_start(&h.c);
+	while (off < size && h.c.state != CLIENT_ST_CLOSED) {
+		size_t n = size - off < step ? size - off : step, used = 0;
+		char *piece = malloc(n); /* fresh buffer: ASan catches kept views */
+		memcpy(piece, data + off, n);
+		while (used < n && h.c.state != CLIENT_ST_CLOSED) {
+			unsigned act;
+			size_t k = client_feed(&h.c, piece + used, n - used, &act);
+			check(k > 0 && k <= n - used);
+			used += k;
+			act_on(&h, act, step);
+		}
+		free(piece);
+		off += n;
+	}
+	if (h.c.state != CLIENT_ST_CLOSED)
+		act_on(&h, (data[0] & 64) ? client_timeout(&h.c) : client_eof(&h.c), step);
+	check(h.c.state == CLIENT_ST_CLOSED);
+	check(h.results == h.started);
+	free(cmd);
+	return 0;
+}

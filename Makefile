@@ -1,15 +1,16 @@
 # Thin wrapper over CMake so the README's two commands stay true:
 #   make run   - install deps, build, start the sink in the foreground
-#   make test  - install deps, build normal + ASan/UBSan, run every test
+#   make test  - install deps, build normal + ASan/UBSan + TSan, run every test
 # Variables: JOBS, BUILD, ASAN_BUILD, FUZZ_SECONDS, RUN_ARGS, QUICK.
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 20
 RUN_ARGS ?= --stats-interval 1s
 
-.PHONY: all deps build build-asan test test-normal test-asan fuzz run bench clean
+.PHONY: all deps build build-asan build-tsan test test-normal test-asan test-tsan tsan fuzz run bench clean
 
 all: build
 
@@ -33,6 +34,18 @@ test-asan: build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j 2
 
+build-tsan: deps
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSINK_TSAN=ON -DSINK_WERROR=ON
+	cmake --build $(TSAN_BUILD) -j $(JOBS)
+
+# ThreadSanitizer: the programs' threads (acceptor, workers, main) under the
+# integration tests; any report fails the test (sinklib looks for it).
+# (Criterion cannot run under TSan; the unit-tested code is single-threaded.)
+test-tsan: build-tsan
+	TSAN_OPTIONS=halt_on_error=0:exitcode=66:second_deadlock_stack=1 \
+	  ctest --test-dir $(TSAN_BUILD) --output-on-failure -j 2 -R integration
+tsan: test-tsan
+
 # Short, bounded libFuzzer smoke run (clang only); skipped without clang.
 fuzz: deps
 	@if command -v clang >/dev/null 2>&1 && echo 'int LLVMFuzzerTestOneInput(const char *d, long n){return 0;}' | \
@@ -42,7 +55,7 @@ fuzz: deps
 	  scripts/fuzz-smoke.sh $(FUZZ_BUILD) $(FUZZ_SECONDS); \
 	else echo "fuzz: clang with libFuzzer not found, skipped"; fi
 
-test: test-normal test-asan fuzz
+test: test-normal test-asan test-tsan fuzz
 	@echo "make test: all suites passed"
 
 run: build
@@ -52,4 +65,4 @@ bench: build
 	scripts/bench.sh $(if $(QUICK),--quick)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

@@ -17,6 +17,9 @@ SMTPSINK = os.environ.get("SMTPSINK", "")
 SANITIZE = os.environ.get("SINK_SANITIZE") == "1"
 # ASan/UBSan builds run slower; give every wait more room.
 SLOW = 4 if SANITIZE else 1
+# what a sanitizer report looks like on stderr (ASan, UBSan, TSan)
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "WARNING: ThreadSanitizer",
+                   "ERROR: LeakSanitizer")
 
 
 def have_uring():
@@ -119,7 +122,7 @@ class Sink:
         self.proc.stdout.close()
         if self.proc.returncode not in (0, None, -9) and exc[0] is None:
             raise AssertionError("smtpsink exited %s: %s" % (self.proc.returncode, self.stderr_text))
-        if "ERROR: AddressSanitizer" in self.stderr_text or "runtime error:" in self.stderr_text:
+        if any(m in self.stderr_text for m in SANITIZER_MARKS):
             raise AssertionError("sanitizer report:\n" + self.stderr_text)
         return False
 

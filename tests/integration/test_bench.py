@@ -15,6 +15,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
+import sinklib  # noqa: E402
 from sinklib import SLOW, Sink, backends  # noqa: E402
 
 SMTPBENCH = os.environ.get("SMTPBENCH", "")
@@ -188,4 +189,4 @@ if __name__ == "__main__":
         # CTest counts exit 77 as skipped (SKIP_RETURN_CODE)
         print("skipped: the SMTPBENCH / SMTPSINK binary is not set (run through ctest)")
         sys.exit(77)
-    unittest.main(verbosity=2)
+    sinklib.main()

@@ -11,6 +11,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
+import sinklib  # noqa: E402
 from sinklib import SANITIZE, SLOW, Sink, backends  # noqa: E402
 
 SMTPBENCH = os.environ.get("SMTPBENCH", "")
@@ -163,4 +164,4 @@ if __name__ == "__main__":
         # CTest counts exit 77 as skipped (SKIP_RETURN_CODE)
         print("skipped: the SMTPBENCH / SMTPSINK binary is not set (run through ctest)")
         sys.exit(77)
-    unittest.main(verbosity=2)
+    sinklib.main()

@@ -82,8 +82,8 @@ def run_point(server, gen, sessions, size, secs, a):
             with open(jf) as f:
                 rep = json.load(f)
             os.unlink(jf)
-            msgs = rep["delivered"]
-            errors = sum(rep["errors"].values()) + rep["failed"]
+            msgs = rep["messages"]["measured"]  # schema 1: docs/json.md
+            errors = rep["messages"]["failed"] + rep["connections"]["failed"]
             wall = max(rep["seconds"], 1e-9)
         elif g.returncode != 0:
             errors = msgs
@@ -165,7 +165,7 @@ def open_loop_point(a, out):
     c = quantiles(rep["histograms"]["message"], (0.5, 0.9, 0.99, 0.999))
     u = quantiles(rep["histograms"]["message_uncorrected"], (0.5, 0.9, 0.99, 0.999))
     return {"command": " ".join(cmd), "sink": "smtp-sink -W DATA:1:5 (5% of DATA delayed 1 s)",
-            "corrected_ms": c, "uncorrected_ms": u, "delivered": rep["delivered"]}
+            "corrected_ms": c, "uncorrected_ms": u, "delivered": rep["messages"]["delivered"]}
 
 
 def plots(out, rows, servers, sizes):

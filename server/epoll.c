@@ -93,17 +93,41 @@ static void do_accept(struct epoll_worker *e, struct worker *w, int lfd)
 	}
 }
 
-static bool ep_sync(struct worker *w, struct conn *c)
+/* ep_read - receive while the connection wants input, up to budget
+ * syscalls; returns what is left of the budget. */
+static int ep_read(struct worker *w, struct conn *c, int budget)
 {
 	struct epoll_worker *e = w->backend;
 	struct econn *ec = EC(c);
+
+	while (budget > 0 && c->state != CONN_CLOSED && ec->readable && conn_wants_input(c)) {
+		ssize_t n = recv(c->fd, e->rbuf, conn_bulk(c) ? RBUF_SIZE : CONN_RECV_SMALL, 0);
+		budget--;
+		if (n > 0) {
+			conn_input(c, e->rbuf, (size_t)n);
+		} else if (n == 0) {
+			ec->readable = 0;
+			conn_eof(c);
+		} else if (errno == EAGAIN) {
+			ec->readable = 0;
+		} else if (errno != EINTR) {
+			conn_error(c, errno);
+		}
+	}
+	return budget;
+}
+
+/* ep_sync - send what is pending; read again if replies drained and the
+ * connection resumed (its input was read in ep_wait, before any reply of
+ * the batch went out: RFC 2920 3.2, one send per batch).  The budget keeps
+ * one busy connection (say, one pipelining without reading, whose replies
+ * drain as fast as its TCP window opens) from holding up the others: past
+ * it, the connection waits for the next loop turn. */
+static bool ep_sync(struct worker *w, struct conn *c)
+{
+	struct econn *ec = EC(c);
 	int budget = SYSCALLS_PER_SYNC;
 
-	/* Send what is pending, then read while the connection wants input;
-	 * received input may queue more replies, so go round.  The budget keeps
-	 * one busy connection (say, one pipelining without reading, whose
-	 * replies drain as fast as its TCP window opens) from holding up the
-	 * others: past it, the connection waits for the next loop turn. */
 	while (c->state != CONN_CLOSED && budget > 0) {
 		if (ec->writable && obuf_pending(&c->out)) {
 			size_t want = obuf_pending(&c->out);
@@ -118,21 +142,10 @@ static bool ep_sync(struct worker *w, struct conn *c)
 			} else if (!(n < 0 && errno == EINTR)) {
 				conn_error(c, n < 0 ? errno : EPIPE);
 			}
-			continue;
-		}
-		if (!ec->readable || !conn_wants_input(c))
+		} else if (ec->readable && conn_wants_input(c)) {
+			budget = ep_read(w, c, budget);
+		} else {
 			break;
-		ssize_t n = recv(c->fd, e->rbuf, conn_bulk(c) ? RBUF_SIZE : CONN_RECV_SMALL, 0);
-		budget--;
-		if (n > 0) {
-			conn_input(c, e->rbuf, (size_t)n);
-		} else if (n == 0) {
-			ec->readable = 0;
-			conn_eof(c);
-		} else if (errno == EAGAIN) {
-			ec->readable = 0;
-		} else if (errno != EINTR) {
-			conn_error(c, errno);
 		}
 	}
 	if (c->state != CONN_CLOSED && budget <= 0 &&
@@ -214,10 +227,12 @@ static void ep_wait(struct worker *w, uint64_t timeout_ns)
 			continue;
 		}
 		struct conn *c = evs[i].data.ptr;
-		if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-			EC(c)->readable = 1;
 		if (evs[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 			EC(c)->writable = 1;
+		if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+			EC(c)->readable = 1;
+			ep_read(w, c, SYSCALLS_PER_SYNC);
+		}
 		conn_mark_dirty(c);
 	}
 }

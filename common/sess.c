@@ -60,6 +60,20 @@ enum reply_id {
 	R_421_ERRORS,
 	R_421_TIMEOUT,
 	R_421_SHUTDOWN,
+	R_STARTTLS_GO,
+	R_TLS_ACTIVE,
+	R_NEED_TLS,
+	R_NEED_AUTH,
+	R_AUTH_OFF,
+	R_AUTH_NEED_ENC,
+	R_AUTH_TWICE,
+	R_AUTH_IN_TX,
+	R_AUTH_MECH,
+	R_AUTH_CHALLENGE, /* + base64 prompt */
+	R_AUTH_OK,
+	R_AUTH_FAIL,
+	R_AUTH_ABORT,
+	R_AUTH_B64,
 	R_COUNT,
 };
 
@@ -138,6 +152,26 @@ static const struct reply_def reply_table[R_COUNT] = {
                        RF_HOST | RF_NOERROR},
     [R_421_SHUTDOWN] = {"421", "4.3.2", "Service shutting down", CTR(shutdowns),
                         RF_HOST | RF_NOERROR},
+    /* RFC 3207 4 */
+    [R_STARTTLS_GO] = {"220", "2.0.0", "Ready to start TLS", CTR(starttls), 0},
+    [R_TLS_ACTIVE] = {"503", "5.5.1", "Error: TLS already active", CTR(err_sequence), 0},
+    [R_NEED_TLS] = {"530", "5.7.0", "Must issue a STARTTLS command first", CTR(err_tls_required),
+                    0},
+    /* RFC 4954 6 */
+    [R_NEED_AUTH] = {"530", "5.7.0", "Authentication required", CTR(err_auth_required), 0},
+    [R_AUTH_OFF] = {"503", "5.5.1", "Error: authentication not enabled", CTR(err_sequence), 0},
+    [R_AUTH_NEED_ENC] = {"538", "5.7.11",
+                         "Encryption required for requested authentication mechanism",
+                         CTR(err_tls_required), 0},
+    [R_AUTH_TWICE] = {"503", "5.5.1", "Error: already authenticated", CTR(err_sequence), 0},
+    [R_AUTH_IN_TX] = {"503", "5.5.1", "Error: MAIL transaction in progress", CTR(err_sequence), 0},
+    [R_AUTH_MECH] = {"504", "5.5.4", "Unrecognized authentication type", CTR(err_syntax), 0},
+    /* 334 is an intermediate reply: no enhanced code (RFC 2034 3) */
+    [R_AUTH_CHALLENGE] = {"334", NULL, "", 0, 0},
+    [R_AUTH_OK] = {"235", "2.7.0", "Authentication successful", 0, 0},
+    [R_AUTH_FAIL] = {"535", "5.7.8", "Error: authentication failed", 0, 0},
+    [R_AUTH_ABORT] = {"501", "5.7.0", "Authentication aborted", CTR(auth_aborted), 0},
+    [R_AUTH_B64] = {"501", "5.5.2", "Error: invalid base64 data", CTR(err_syntax), 0},
 };
 
 const char *const sess_counter_names[] = {
@@ -153,8 +187,10 @@ const char *const sess_counter_docs[] = {
 };
 
 /* Command flags. */
-#define CMD_LAST   0x1u /* RFC 2920 3.1: may only end a pipelined group */
-#define CMD_NOARGS 0x2u /* any argument is a 501 syntax error */
+#define CMD_LAST      0x1u /* RFC 2920 3.1: may only end a pipelined group */
+#define CMD_NOARGS    0x2u /* any argument is a 501 syntax error */
+#define CMD_NEED_TLS  0x4u /* 530 before TLS with require_tls */
+#define CMD_NEED_AUTH 0x8u /* 530 before AUTH with require_auth */
 
 struct cmd_ctx {
 	const char *arg; /* after the verb and one space; not NUL-terminated */
@@ -502,6 +538,13 @@ static void reject_message(struct sess *s, enum reply_id why)
 
 /* --- commands ---------------------------------------------------------- */
 
+/* auth_offered - RFC 4954 4: AUTH only over TLS unless told otherwise
+ * (PLAIN and LOGIN send the password in the clear). */
+static bool auth_offered(const struct sess *s)
+{
+	return s->cfg->auth && !s->authed && (s->tls || s->cfg->auth_insecure);
+}
+
 static int check_helo(struct sess *s, struct cmd_ctx *c)
 {
 	(void)s;
@@ -523,7 +566,7 @@ static void proceed_helo(struct sess *s, struct cmd_ctx *c)
 static void proceed_ehlo(struct sess *s, struct cmd_ctx *c)
 {
 	uint32_t ext = s->cfg->ext;
-	const char *kw[8];
+	const char *kw[10];
 	char size[32];
 	int n = 0;
 
@@ -550,6 +593,11 @@ static void proceed_ehlo(struct sess *s, struct cmd_ctx *c)
 		kw[n++] = "SMTPUTF8";
 	if (ext & SESS_EXT_CHUNKING)
 		kw[n++] = "CHUNKING";
+	/* RFC 3207 4.2: not offered again once TLS is up */
+	if (s->cfg->starttls && !s->tls)
+		kw[n++] = "STARTTLS";
+	if (auth_offered(s))
+		kw[n++] = "AUTH PLAIN LOGIN";
 	/* RFC 5321 4.2.1: "250-" on every line but the last, which is "250 ". */
 	put(s, n ? "250-" : "250 ", 4);
 	puts_(s, s->cfg->hostname);
@@ -607,6 +655,8 @@ static int check_mail(struct sess *s, struct cmd_ctx *c)
 				return R_BAD_BODY;
 		} else if ((ext & SESS_EXT_SMTPUTF8) && ieq(k, kl, "smtputf8") && !v) {
 			want_utf8 = true;
+		} else if (s->cfg->auth && ieq(k, kl, "auth") && v) {
+			/* RFC 4954 5: AUTH=<mailbox> or <>; a sink has no use for it */
 		} else {
 			c->arg = k; /* name the offending option in the reply */
 			c->arglen = kl;
@@ -860,12 +910,240 @@ static void proceed_not_impl(struct sess *s, struct cmd_ctx *c)
 	reply(s, R_NOT_IMPL);
 }
 
+/* --- AUTH (RFC 4954) ---------------------------------------------------- */
+
+enum { AUTH_NONE = 0, AUTH_PLAIN_RESP, AUTH_LOGIN_USER, AUTH_LOGIN_PASS };
+
+/* b64_decode - RFC 4648 base64, padded; returns the decoded length or -1.
+ * out must hold n / 4 * 3 octets. */
+static long b64_decode(const char *in, size_t n, char *out)
+{
+	static const signed char val[256] = {
+	    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,
+	    ['H'] = 8,  ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14,
+	    ['O'] = 15, ['P'] = 16, ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21,
+	    ['V'] = 22, ['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28,
+	    ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35,
+	    ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42,
+	    ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48, ['w'] = 49,
+	    ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+	    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63,
+	    ['/'] = 64}; /* value + 1; 0 = not base64 */
+	size_t k = 0;
+
+	if (n % 4)
+		return -1;
+	for (size_t i = 0; i < n; i += 4) {
+		unsigned v[4], pad = 0;
+		for (int j = 0; j < 4; j++) {
+			unsigned char ch = (unsigned char)in[i + (size_t)j];
+			if (ch == '=' && i + 4 == n && j >= 2) {
+				pad++;
+				v[j] = 0;
+				continue;
+			}
+			if (pad || !val[ch])
+				return -1;
+			v[j] = (unsigned)val[ch] - 1;
+		}
+		unsigned w = v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3];
+		out[k++] = (char)(w >> 16);
+		if (pad < 2)
+			out[k++] = (char)(w >> 8);
+		if (pad < 1)
+			out[k++] = (char)w;
+	}
+	return (long)k;
+}
+
+static void wipe(void *p, size_t n)
+{
+	volatile char *v = p;
+
+	while (n--)
+		*v++ = 0;
+}
+
+/* auth_finish - check the credentials and answer 235 or 535. */
+static void auth_finish(struct sess *s, bool plain, const char *user, size_t ulen, const char *pass,
+                        size_t plen)
+{
+	bool ok = !s->policy_ops || !s->policy_ops->auth_check ||
+	          s->policy_ops->auth_check(s->content_ctx, user, ulen, pass, plen);
+
+	s->auth_step = AUTH_NONE;
+	if (ok) {
+		s->authed = 1;
+		reply(s, R_AUTH_OK);
+	} else {
+		reply(s, R_AUTH_FAIL);
+	}
+	if (plain)
+		ok ? s->stats->auth_plain_ok++ : s->stats->auth_plain_failed++;
+	else
+		ok ? s->stats->auth_login_ok++ : s->stats->auth_login_failed++;
+}
+
+/* auth_plain - RFC 4616: [authzid] NUL authcid NUL passwd, base64. */
+static void auth_plain(struct sess *s, const char *b64, size_t n)
+{
+	char buf[SESS_AUTH_MAX / 4 * 3 + 3];
+	long len;
+
+	if (n > SESS_AUTH_MAX || (len = b64_decode(b64, n, buf)) < 0) {
+		s->auth_step = AUTH_NONE;
+		reply(s, R_AUTH_B64);
+		return;
+	}
+	char *u = memchr(buf, 0, (size_t)len),
+	     *p = u ? memchr(u + 1, 0, (size_t)(buf + len - u - 1)) : NULL;
+	if (!u || !p) {
+		s->auth_step = AUTH_NONE;
+		s->stats->auth_plain_failed++;
+		reply(s, R_AUTH_FAIL);
+	} else {
+		auth_finish(s, true, u + 1, (size_t)(p - u - 1), p + 1,
+		            (size_t)(buf + len - p - 1));
+	}
+	wipe(buf, sizeof(buf));
+}
+
+static void auth_challenge(struct sess *s, const char *prompt)
+{
+	reply_open(s, R_AUTH_CHALLENGE);
+	puts_(s, prompt);
+	reply_close(s);
+}
+
+/* auth_response - a line answering our 334 (RFC 4954 4): "*" cancels. */
+static void auth_response(struct sess *s, const char *p, size_t n)
+{
+	char buf[SESS_AUTH_MAX / 4 * 3 + 3];
+	long len;
+
+	if (n == 1 && p[0] == '*') {
+		s->auth_step = AUTH_NONE;
+		reply(s, R_AUTH_ABORT);
+		return;
+	}
+	switch (s->auth_step) {
+	case AUTH_PLAIN_RESP:
+		auth_plain(s, p, n);
+		return;
+	case AUTH_LOGIN_USER:
+		if (n > SESS_AUTH_MAX || (len = b64_decode(p, n, buf)) < 0 ||
+		    (size_t)len > sizeof(s->auth_user)) {
+			s->auth_step = AUTH_NONE;
+			reply(s, R_AUTH_B64);
+			return;
+		}
+		memcpy(s->auth_user, buf, (size_t)len);
+		s->auth_user_len = (uint16_t)len;
+		s->auth_step = AUTH_LOGIN_PASS;
+		auth_challenge(s, "UGFzc3dvcmQ6"); /* "Password:" */
+		return;
+	default:
+		if (n > SESS_AUTH_MAX || (len = b64_decode(p, n, buf)) < 0) {
+			s->auth_step = AUTH_NONE;
+			reply(s, R_AUTH_B64);
+		} else {
+			auth_finish(s, false, s->auth_user, s->auth_user_len, buf, (size_t)len);
+		}
+		wipe(buf, sizeof(buf));
+		wipe(s->auth_user, sizeof(s->auth_user));
+		s->auth_user_len = 0;
+		return;
+	}
+}
+
+static int check_auth(struct sess *s, struct cmd_ctx *c)
+{
+	if (!s->cfg->auth)
+		return R_NOT_IMPL;
+	if (s->state == SESS_ST_INIT)
+		return R_NEED_HELO;
+	if (s->authed)
+		return R_AUTH_TWICE; /* RFC 4954 4: once per session */
+	if (s->state != SESS_ST_READY)
+		return R_AUTH_IN_TX;
+	if (!s->tls && !s->cfg->auth_insecure)
+		return R_AUTH_NEED_ENC;
+	if (!c->arglen)
+		return R_USAGE;
+	return -1;
+}
+
+static void proceed_auth(struct sess *s, struct cmd_ctx *c)
+{
+	const char *p = c->arg, *e = c->arg + c->arglen, *mech = p, *ir;
+	size_t ml;
+
+	while (p < e && *p != ' ')
+		p++;
+	ml = (size_t)(p - mech);
+	while (p < e && *p == ' ')
+		p++;
+	ir = p;
+	if (ieq(mech, ml, "plain")) {
+		if (ir == e) {
+			s->auth_step = AUTH_PLAIN_RESP;
+			auth_challenge(s, "");
+		} else if (e - ir == 1 && *ir == '=') {
+			auth_plain(s, ir, 0); /* "=": an empty initial response */
+		} else {
+			auth_plain(s, ir, (size_t)(e - ir));
+		}
+	} else if (ieq(mech, ml, "login")) {
+		s->auth_step = AUTH_LOGIN_USER;
+		if (ir == e)
+			auth_challenge(s, "VXNlcm5hbWU6"); /* "Username:" */
+		else
+			auth_response(s, ir, (size_t)(e - ir)); /* user as initial response */
+	} else {
+		reply(s, R_AUTH_MECH);
+	}
+}
+
+/* --- STARTTLS (RFC 3207) ----------------------------------------------- */
+
+static void starttls(struct sess *s, const struct scan_line *l)
+{
+	if (!s->cfg->starttls) {
+		reply(s, R_NOT_IMPL);
+	} else if (s->tls) {
+		reply(s, R_TLS_ACTIVE);
+	} else if (l->len > 8) {
+		reply_open(s, R_USAGE);
+		puts_(s, "STARTTLS");
+		reply_close(s);
+	} else {
+		reply(s, R_STARTTLS_GO);
+		s->tls_pending = 1; /* sess_feed drops what follows */
+	}
+}
+
+void sess_tls_started(struct sess *s)
+{
+	bool reset = s->tls_pending;
+
+	s->tls = 1;
+	s->tls_pending = 0;
+	if (reset) {
+		/* RFC 3207 4.2: discard knowledge from the client (EHLO, AUTH) */
+		tx_reset(s);
+		s->state = SESS_ST_INIT;
+		s->esmtp = 0;
+		s->authed = 0;
+		s->auth_step = AUTH_NONE;
+	}
+}
+
 /* Verbs are 4 letters; the table is searched by a case-folded 32-bit key. */
 static const struct cmd_def cmd_table[] = {
-    {"mail", 0, "MAIL FROM:<address>", check_mail, proceed_mail},
-    {"rcpt", 0, "RCPT TO:<address>", check_rcpt, proceed_rcpt},
-    {"data", CMD_LAST | CMD_NOARGS, "DATA", check_data, proceed_data},
-    {"bdat", 0, "BDAT count [LAST]", check_bdat, proceed_bdat},
+    {"mail", CMD_NEED_TLS | CMD_NEED_AUTH, "MAIL FROM:<address>", check_mail, proceed_mail},
+    {"rcpt", CMD_NEED_TLS, "RCPT TO:<address>", check_rcpt, proceed_rcpt},
+    {"data", CMD_LAST | CMD_NOARGS | CMD_NEED_TLS, "DATA", check_data, proceed_data},
+    {"bdat", CMD_NEED_TLS, "BDAT count [LAST]", check_bdat, proceed_bdat},
     {"rset", CMD_NOARGS, "RSET", check_none, proceed_rset},
     {"noop", CMD_LAST, NULL, check_none, proceed_noop}, /* 4.1.1.9: arg allowed */
     {"ehlo", CMD_LAST, "EHLO hostname", check_helo, proceed_ehlo},
@@ -880,7 +1158,10 @@ static const struct cmd_def cmd_table[] = {
     {"soml", 0, NULL, check_none, proceed_not_impl},
     {"saml", 0, NULL, check_none, proceed_not_impl},
     {"etrn", 0, NULL, check_none, proceed_not_impl},
-    {"auth", 0, NULL, check_none, proceed_not_impl},
+    /* RFC 4954 4: AUTH ends a pipelined group (the server must answer it
+     * before the client can know what follows) */
+    {"auth", CMD_LAST | CMD_NEED_TLS, "AUTH mechanism [initial-response]", check_auth,
+     proceed_auth},
 };
 
 static inline uint32_t verb_key(const char *p)
@@ -912,6 +1193,10 @@ static void on_line(struct sess *s, const struct scan_line *l, bool more)
 	int rc;
 
 	s->stats->cmds++;
+	if (s->auth_step) {
+		auth_response(s, l->p, l->len);
+		return;
+	}
 	if (l->flags & SCAN_LINE_BARE_LF) {
 		s->stats->bare_lf_lines++;
 		if (s->cfg->bare_lf == SESS_BARE_LF_REJECT) {
@@ -930,8 +1215,15 @@ static void on_line(struct sess *s, const struct scan_line *l, bool more)
 	}
 	d = cmd_lookup(l->p, l->len);
 	if (!d) {
-		/* STARTTLS is the one common 8-letter verb: not offered, so 502. */
-		reply(s, (l->len == 8 && ieq(l->p, 8, "starttls")) ? R_NOT_IMPL : R_UNKNOWN);
+		/* STARTTLS is the one common 8-letter verb. */
+		if (l->len >= 8 && ieq_prefix(l->p, l->len, "starttls") &&
+		    (l->len == 8 || l->p[8] == ' ')) {
+			if (more)
+				s->stats->pipelining_violations++; /* RFC 3207 4 */
+			starttls(s, l);
+		} else {
+			reply(s, R_UNKNOWN);
+		}
 		return;
 	}
 	c.arg = l->len > 5 ? l->p + 5 : l->p + l->len;
@@ -940,7 +1232,12 @@ static void on_line(struct sess *s, const struct scan_line *l, bool more)
 	c.flag = 0;
 	if ((d->flags & CMD_LAST) && more)
 		s->stats->pipelining_violations++; /* RFC 2920 3.1; counted, tolerated */
-	rc = (d->flags & CMD_NOARGS) && c.arglen ? R_USAGE : d->check(s, &c);
+	if ((d->flags & CMD_NEED_TLS) && s->cfg->require_tls && !s->tls)
+		rc = R_NEED_TLS;
+	else if ((d->flags & CMD_NEED_AUTH) && s->cfg->require_auth && !s->authed)
+		rc = R_NEED_AUTH;
+	else
+		rc = (d->flags & CMD_NOARGS) && c.arglen ? R_USAGE : d->check(s, &c);
 	if (rc < 0) {
 		d->proceed(s, &c);
 		return;
@@ -955,8 +1252,9 @@ static void on_line(struct sess *s, const struct scan_line *l, bool more)
 		reply_arg(s, R_BAD_PARAM, c.arg, c.arglen);
 	} else {
 		reply(s, (enum reply_id)rc);
-		if (rc == R_BDAT_SYNTAX || rc == R_BDAT_OFF)
-			s->state = SESS_ST_CLOSING; /* framing lost */
+		if (rc == R_BDAT_SYNTAX || rc == R_BDAT_OFF ||
+		    (rc == R_NEED_TLS && d->proceed == proceed_bdat))
+			s->state = SESS_ST_CLOSING; /* framing lost (chunk not read) */
 	}
 }
 
@@ -1054,6 +1352,17 @@ size_t sess_feed(struct sess *s, const char *buf, size_t len, unsigned *act)
 {
 	size_t off = 0;
 
+	if (s->tls_pending) {
+		/* between our 220 and the TLS handshake nothing is read; counted
+		 * once per STARTTLS (tls_pending 2: counted) */
+		if (len && s->tls_pending == 1) {
+			s->stats->tls_injected++;
+			s->tls_pending = 2;
+		}
+		*act = SESS_ACT_STARTTLS;
+		return len;
+	}
+
 	while (off < len && s->state != SESS_ST_CLOSING) {
 		if (obuf_pending(s->out) > OBUF_SOFT_MAX) {
 			*act = 0;
@@ -1070,6 +1379,16 @@ size_t sess_feed(struct sess *s, const char *buf, size_t len, unsigned *act)
 			if (ev == SCAN_EV_LINE) {
 				on_line(s, &l, off < len);
 				check_error_limit(s);
+				if (s->tls_pending) {
+					/* RFC 3207 4.2 / CVE-2011-0411: whatever the client
+					 * pipelined after STARTTLS is discarded unread. */
+					if (off < len) {
+						s->stats->tls_injected++;
+						s->tls_pending = 2;
+					}
+					*act = SESS_ACT_STARTTLS;
+					return len;
+				}
 			} else if (ev == SCAN_EV_TOO_LONG) {
 				s->stats->cmds++;
 				reply(s, R_TOO_LONG);

@@ -332,7 +332,7 @@ static bool host_may_start(void *ctx)
 	return atomic_load_explicit(&c->w->srv->stop_phase, memory_order_relaxed) == 0;
 }
 
-static const struct sess_policy_ops host_policy = {host_may_start};
+static const struct sess_policy_ops host_policy = {host_may_start, NULL};
 
 static void host_begin(void *ctx)
 {

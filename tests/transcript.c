@@ -13,9 +13,14 @@
  *   hide=EXT[,EXT] bare_lf=normalize|note|reject strict=0|1
  *   stop_after=N   (the host answers may_start "no" once N messages were
  *                   accepted, as a stopping server does)
+ *   starttls=1 auth=1 auth_insecure=1 require_tls=1 require_auth=1
+ *   tls=1          (TLS is up from the start, as on an implicit-TLS port)
+ * A line "#TLS" in the input (not fed) stands for a completed STARTTLS
+ * handshake: the session is told TLS started.  AUTH accepts good/secret.
  * Usage: transcript DIR [--write]   (--write regenerates .ref files)
  */
 #include <dirent.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +35,7 @@ struct run {
 };
 
 static uint64_t stop_after; /* 0 = never */
+static bool start_tls;      /* implicit TLS */
 
 /* host_may_start - the policy a stopping server applies (see stop_after). */
 static bool host_may_start(void *ctx)
@@ -39,7 +45,14 @@ static bool host_may_start(void *ctx)
 	return !stop_after || s->stats->msgs < stop_after;
 }
 
-static const struct sess_policy_ops host_ops = {host_may_start};
+/* host_auth - transcripts know one account: good / secret. */
+static bool host_auth(void *ctx, const char *user, size_t ulen, const char *pass, size_t plen)
+{
+	(void)ctx;
+	return ulen == 4 && !memcmp(user, "good", 4) && plen == 6 && !memcmp(pass, "secret", 6);
+}
+
+static const struct sess_policy_ops host_ops = {host_may_start, host_auth};
 
 static char *slurp(const char *path, size_t *len)
 {
@@ -81,6 +94,18 @@ static int parse_opts(char *line, struct sess_cfg *cfg)
 			cfg->strict = strtoul(v, NULL, 10) != 0;
 		else if (!strcmp(t, "stop_after"))
 			stop_after = strtoull(v, NULL, 10);
+		else if (!strcmp(t, "starttls"))
+			cfg->starttls = strtoul(v, NULL, 10) != 0;
+		else if (!strcmp(t, "auth"))
+			cfg->auth = strtoul(v, NULL, 10) != 0;
+		else if (!strcmp(t, "auth_insecure"))
+			cfg->auth_insecure = strtoul(v, NULL, 10) != 0;
+		else if (!strcmp(t, "require_tls"))
+			cfg->require_tls = strtoul(v, NULL, 10) != 0;
+		else if (!strcmp(t, "require_auth"))
+			cfg->require_auth = strtoul(v, NULL, 10) != 0;
+		else if (!strcmp(t, "tls"))
+			start_tls = strtoul(v, NULL, 10) != 0;
 		else if (!strcmp(t, "line_max"))
 			cfg->line_max = (uint32_t)strtoul(v, NULL, 10);
 		else if (!strcmp(t, "max_errors"))
@@ -118,6 +143,12 @@ static void drain(struct obuf *out, struct run *r)
 /* play - feed in pieces: whole (step 0, no cuts), at cut points, or step
  * octets per call.  Each piece is a fresh allocation freed right after the
  * call, so a view kept past its call is caught by ASan. */
+static size_t tls_at[16], ntls; /* offsets where a "#TLS" line was */
+
+/* play - feed in pieces: whole (step 0, no cuts), at cut points, or step
+ * octets per call; pieces also end at TLS points, where the session is told
+ * TLS started.  Each piece is a fresh allocation freed right after the call,
+ * so a view kept past its call is caught by ASan. */
 static void play(const struct sess_cfg *cfg, const char *in, size_t len, const size_t *cut,
                  size_t ncut, size_t step, struct run *r)
 {
@@ -125,7 +156,7 @@ static void play(const struct sess_cfg *cfg, const char *in, size_t len, const s
 	struct obuf out;
 	uint64_t seq = 0;
 	char *carry = malloc(cfg->line_max);
-	size_t off = 0, ci = 0;
+	size_t off = 0, ci = 0, ti = 0;
 
 	r->out = NULL;
 	r->len = 0;
@@ -134,13 +165,25 @@ static void play(const struct sess_cfg *cfg, const char *in, size_t len, const s
 	sess_start(&s, cfg, &r->st, &out, carry, &seq, 0);
 	s.policy_ops = &host_ops;
 	s.content_ctx = &s;
+	if (start_tls)
+		sess_tls_started(&s);
 	drain(&out, r);
-	while (off < len && s.state != SESS_ST_CLOSING) {
+	while (off <= len && s.state != SESS_ST_CLOSING) {
 		size_t end = len, done = 0;
+		while (ti < ntls && tls_at[ti] == off) {
+			sess_tls_started(&s);
+			ti++;
+		}
+		if (off == len)
+			break;
 		if (step)
 			end = off + step < len ? off + step : len;
-		else if (ci < ncut)
-			end = cut[ci++];
+		else if (ci < ncut && cut[ci] > off)
+			end = cut[ci];
+		if (ci < ncut && cut[ci] <= end)
+			ci++;
+		if (ti < ntls && tls_at[ti] < end)
+			end = tls_at[ti];
 		char *piece = malloc(end - off ? end - off : 1);
 		memcpy(piece, in + off, end - off);
 		while (done < end - off) {
@@ -153,6 +196,27 @@ static void play(const struct sess_cfg *cfg, const char *in, size_t len, const s
 	}
 	obuf_free(&out);
 	free(carry);
+}
+
+/* cut_tls_markers - remove "#TLS" lines from the input, remembering where. */
+static size_t cut_tls_markers(char *in, size_t len)
+{
+	size_t w = 0;
+
+	ntls = 0;
+	for (size_t r = 0; r < len;) {
+		bool at_line = r == 0 || in[r - 1] == '\n';
+		if (at_line && len - r >= 5 && !memcmp(in + r, "#TLS", 4) &&
+		    (in[r + 4] == '\n' ||
+		     (in[r + 4] == '\r' && r + 5 < len && in[r + 5] == '\n'))) {
+			if (ntls < sizeof(tls_at) / sizeof(tls_at[0]))
+				tls_at[ntls++] = w;
+			r += in[r + 4] == '\n' ? 5 : 6;
+			continue;
+		}
+		in[w++] = in[r++];
+	}
+	return w;
 }
 
 /* same - equal output and counters; pipelining_violations is left out: it
@@ -199,6 +263,7 @@ static int run_one(const char *dir, const char *name, int write)
 	sess_cfg_defaults(&cfg);
 	cfg.hostname = "sink.test";
 	stop_after = 0;
+	start_tls = false;
 	if (len >= 2 && in[0] == '#' && in[1] == '!') {
 		char *nl = memchr(in, '\n', len);
 		if (!nl)
@@ -211,6 +276,7 @@ static int run_one(const char *dir, const char *name, int write)
 		}
 		free(opts);
 	}
+	len = skip + cut_tls_markers(in + skip, len - skip);
 	play(&cfg, in + skip, len - skip, NULL, 0, 0, &whole);
 	play(&cfg, in + skip, len - skip, NULL, 0, 1, &bytes);
 	if (!same(&whole, &bytes)) {

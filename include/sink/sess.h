@@ -58,6 +58,11 @@ struct sess_cfg {
 	/* strict: 501 for RFC 5321 syntax a tolerant server lets through (see
 	 * lenient_syntax in sess.c); otherwise it is accepted and counted. */
 	bool strict;
+	bool starttls;      /* offer STARTTLS (RFC 3207): a certificate is set */
+	bool auth;          /* offer AUTH PLAIN LOGIN (RFC 4954) */
+	bool auth_insecure; /* ... also before TLS (otherwise only over TLS) */
+	bool require_tls;   /* 530 5.7.0 for MAIL/RCPT/DATA/BDAT/AUTH before TLS */
+	bool require_auth;  /* 530 5.7.0 for MAIL until authenticated */
 };
 
 void sess_cfg_defaults(struct sess_cfg *cfg);
@@ -95,7 +100,17 @@ int sess_bare_lf_by_name(const char *name);
 	  "commands queued behind a last-in-group command (RFC 2920 3.1)")                         \
 	X(lenient_syntax, "lenient_syntax", "MAIL/RCPT accepted only because --strict is off")     \
 	X(timeouts, "timeouts", "421 4.4.2 idle timeout")                                          \
-	X(shutdowns, "shutdown_421", "421 4.3.2 service shutting down")
+	X(shutdowns, "shutdown_421", "421 4.3.2 service shutting down")                            \
+	X(starttls, "starttls", "STARTTLS answered 220 (RFC 3207)")                                \
+	X(tls_injected, "tls_injected",                                                            \
+	  "plaintext pipelined after STARTTLS, discarded unread (CVE-2011-0411)")                  \
+	X(err_tls_required, "err_tls_required", "530 5.7.0 Must issue a STARTTLS command first")   \
+	X(err_auth_required, "err_auth_required", "530 5.7.0 Authentication required")             \
+	X(auth_plain_ok, "auth_plain_ok", "AUTH PLAIN answered 235")                               \
+	X(auth_plain_failed, "auth_plain_failed", "AUTH PLAIN answered 535")                       \
+	X(auth_login_ok, "auth_login_ok", "AUTH LOGIN answered 235")                               \
+	X(auth_login_failed, "auth_login_failed", "AUTH LOGIN answered 535")                       \
+	X(auth_aborted, "auth_aborted", "AUTH cancelled by the client with * (501)")
 
 struct sess_stats {
 #define SESS_X_FIELD(f, name, doc) uint64_t f;
@@ -118,8 +133,15 @@ enum sess_state {
 	SESS_ST_CLOSING,  /* reply queued; close after flush, ignore input */
 };
 
+/* Longest AUTH response accepted, base64 octets (RFC 4954 4: 12288 for the
+ * whole line; PLAIN/LOGIN credentials need far less). */
+#define SESS_AUTH_MAX 1024
+
 /* Actions returned by sess_feed() and friends. */
 #define SESS_ACT_CLOSE 0x1u /* flush the output, then close the connection */
+/* SESS_ACT_STARTTLS - send the 220, then start TLS; the input after the
+ * STARTTLS line was discarded (RFC 3207 4.2, CVE-2011-0411). */
+#define SESS_ACT_STARTTLS 0x2u
 
 /* Optional content observer (integrity verification, later capture).  The
  * session calls begin when content starts (354 sent / first BDAT chunk),
@@ -139,6 +161,10 @@ struct sess_policy_ops {
 	 * 421 4.3.2 and closes.  Also asked after each message ends, so a
 	 * stopping server closes the session right after its reply. */
 	bool (*may_start)(void *ctx);
+	/* auth_check - do these credentials pass?  The octets are not
+	 * NUL-terminated and are wiped after the call: never keep them.  NULL:
+	 * any credentials pass. */
+	bool (*auth_check)(void *ctx, const char *user, size_t ulen, const char *pass, size_t plen);
 };
 
 struct sess {
@@ -162,6 +188,12 @@ struct sess {
 	uint32_t nrcpt;
 	uint32_t nrcpt_refused; /* 452s for too many recipients in this transaction */
 	uint32_t msgs;          /* messages accepted in this session */
+	uint8_t tls;            /* TLS is active (implicit, or after STARTTLS) */
+	uint8_t tls_pending;    /* STARTTLS answered: input is dropped until TLS */
+	uint8_t authed;         /* AUTH succeeded (RFC 4954 4: once per session) */
+	uint8_t auth_step;      /* AUTH exchange: which 334 response comes next */
+	uint16_t auth_user_len; /* AUTH LOGIN: user name between its two steps */
+	char auth_user[256];
 	uint32_t errors;
 	uint64_t tx_size;  /* octets received in this transaction */
 	uint64_t bdat_len; /* size of the current chunk */
@@ -188,6 +220,11 @@ unsigned sess_timeout(struct sess *s);
  * is inside DATA/BDAT and !force (then returns 0: the message may finish and
  * the session closes right after its reply, see may_start). */
 unsigned sess_shutdown(struct sess *s, bool force);
+
+/* sess_tls_started - TLS is up.  After STARTTLS the session returns to the
+ * state right after the greeting and forgets what the client said before
+ * (RFC 3207 4.2: EHLO, AUTH); for implicit TLS (RFC 8314) nothing was said. */
+void sess_tls_started(struct sess *s);
 
 /* sess_in_content - true while receiving DATA or BDAT content. */
 static inline bool sess_in_content(const struct sess *s)

@@ -30,6 +30,8 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +40,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "tls.h"
 
 /* --- per-state lists (timers) --------------------------------------- */
 
@@ -162,6 +165,9 @@ static bool held_append(struct conn *c, const char *p, size_t n)
 
 /* --- feeding the session ---------------------------------------------- */
 
+static void tls_flush(struct conn *c);
+static void tls_pump(struct conn *c);
+
 /* after_feed - act on what the session did with used of n octets. */
 static void after_feed(struct conn *c, size_t used, size_t n, unsigned act)
 {
@@ -172,8 +178,17 @@ static void after_feed(struct conn *c, size_t used, size_t n, unsigned act)
 	}
 	if (used)
 		progress(c);
-	if (obuf_pending(&c->out))
+	if (act & SESS_ACT_STARTTLS) {
+		/* TLS starts once the 220 is out (conn_sent); until then the
+		 * session drops input (RFC 3207 4.2). */
+		c->starttls = 1;
 		conn_mark_dirty(c);
+		return;
+	}
+	if (obuf_pending(&c->out)) {
+		tls_flush(c);
+		conn_mark_dirty(c);
+	}
 	if (act & SESS_ACT_CLOSE) {
 		conn_close(c, act);
 		return;
@@ -191,14 +206,13 @@ static void after_feed(struct conn *c, size_t used, size_t n, unsigned act)
 	}
 }
 
-void conn_input(struct conn *c, const char *p, size_t n)
+/* feed - plaintext for the session: straight from the socket, or
+ * decrypted. */
+static void feed(struct conn *c, const char *p, size_t n)
 {
 	unsigned act = 0;
 	size_t used;
 
-	c->w->st.recv_bytes += n;
-	if (c->state != CONN_SESSION)
-		return; /* closing: lingering drain, dropped */
 	if (c->paused || held_pending(c)) {
 		/* Arrived before the pause reached the backend: keep order. */
 		held_append(c, p, n);
@@ -208,6 +222,132 @@ void conn_input(struct conn *c, const char *p, size_t n)
 	after_feed(c, used, n, act);
 	if (c->state == CONN_SESSION && used < n)
 		held_append(c, p + used, n - used);
+}
+
+void conn_input(struct conn *c, const char *p, size_t n)
+{
+	c->w->st.recv_bytes += n;
+	if (c->state != CONN_SESSION && c->state != CONN_HANDSHAKE)
+		return; /* closing: lingering drain, dropped */
+	if (!c->tls) {
+		feed(c, p, n);
+		return;
+	}
+	/* Ciphertext waits in the read BIO until it is parsed; a paused
+	 * connection stops receiving, so this stays small. */
+	if (tls_in_pending(c->tls) + n > CONN_HELD_MAX) {
+		c->w->st.in_overflow++;
+		conn_abort(c, true);
+		return;
+	}
+	tls_in(c->tls, p, n);
+	tls_pump(c);
+}
+
+/* --- TLS: a byte transform between socket and session --------------------- */
+
+/* tls_flush - encrypt queued replies while the ciphertext queue has room
+ * (so a client that does not read backs the replies up in the plaintext
+ * buffer, where the session's backpressure sees them); when closing, end
+ * with close_notify. */
+static void tls_flush(struct conn *c)
+{
+	if (!c->tls || c->state == CONN_HANDSHAKE || c->state == CONN_CLOSED)
+		return;
+	while (obuf_pending(&c->out) && obuf_pending(&c->wire) < CONN_WIRE_MAX) {
+		size_t n = obuf_pending(&c->out);
+		long k = tls_write(c->tls, c->out.p + c->out.off, n > 16384 ? 16384 : n);
+		if (k <= 0) {
+			conn_abort(c, true);
+			return;
+		}
+		obuf_consume(&c->out, (size_t)k);
+	}
+	if (c->state == CONN_CLOSING && !obuf_pending(&c->out) && !c->tls_notified) {
+		tls_close_notify(c->tls);
+		c->tls_notified = 1;
+	}
+	if (tls_out(c->tls, &c->wire)) {
+		c->w->st.out_overflow++;
+		conn_abort(c, true);
+		return;
+	}
+	if (obuf_pending(&c->wire))
+		conn_mark_dirty(c);
+}
+
+static void closing_progress(struct conn *c);
+
+/* handshake_failed - the alert (if any) goes out, then the connection. */
+static void handshake_failed(struct conn *c)
+{
+	c->w->st.tls_handshake_failures++;
+	c->out.len = c->out.off = 0; /* the greeting is not for this client */
+	c->tls_notified = 1;
+	set_state(c, CONN_CLOSING);
+	closing_progress(c);
+	conn_mark_dirty(c);
+}
+
+/* tls_pump - advance the handshake, then decrypt for the session until it
+ * pauses or the records run out. */
+static void tls_pump(struct conn *c)
+{
+	struct worker *w = c->w;
+
+	if (c->state == CONN_HANDSHAKE) {
+		enum tls_res r = tls_handshake(c->tls);
+		if (tls_out(c->tls, &c->wire)) {
+			conn_abort(c, true);
+			return;
+		}
+		if (obuf_pending(&c->wire))
+			conn_mark_dirty(c);
+		if (r == TLS_FAIL) {
+			handshake_failed(c);
+			return;
+		}
+		if (r != TLS_DONE)
+			return;
+		w->st.tls_handshakes++;
+		w->st.tls_v1_2 += tls_version(c->tls) == 12;
+		w->st.tls_v1_3 += tls_version(c->tls) == 13;
+		w->st.tls_resumed += tls_resumed(c->tls);
+		set_state(c, CONN_SESSION);
+		sess_tls_started(&c->sess);
+		if (atomic_load_explicit(&w->srv->stop_phase, memory_order_relaxed))
+			conn_close(c, sess_shutdown(&c->sess, true));
+		tls_flush(c); /* implicit TLS: the greeting */
+	}
+	while (c->state == CONN_SESSION && !c->paused && !held_pending(c)) {
+		long r = tls_read(c->tls, w->tls_buf, 16384);
+		if (r > 0) {
+			feed(c, w->tls_buf, (size_t)r);
+			continue;
+		}
+		if (r == TLS_CLOSED) {
+			conn_eof(c); /* close_notify: the client is done */
+		} else if (r == TLS_FAIL) {
+			w->st.io_errors++;
+			conn_abort(c, true);
+		}
+		break;
+	}
+}
+
+/* start_tls - STARTTLS's 220 is out: TLS begins with the next octet. */
+static void start_tls(struct conn *c)
+{
+	c->starttls = 0;
+	c->tls = tls_conn_new();
+	if (!c->tls) {
+		conn_abort(c, true);
+		return;
+	}
+	c->wire.len = c->wire.off = 0;
+	c->tls_notified = 0;
+	set_state(c, CONN_HANDSHAKE);
+	conn_mark_dirty(c);
 }
 
 /* resume - replies drained: feed held input, then read the socket again. */
@@ -226,6 +366,10 @@ static void resume(struct conn *c)
 		return;
 	if (!held_pending(c)) {
 		held_free(c);
+		if (c->tls)
+			tls_pump(c); /* records already received come before the socket */
+		if (c->state != CONN_SESSION || c->paused)
+			return;
 		if (c->peer_eof) {
 			c->peer_eof = 0; /* the EOF is acted on now */
 			conn_eof(c);
@@ -247,16 +391,36 @@ static void shut_write(struct conn *c)
 		conn_mark_dirty(c);
 }
 
+/* closing_progress - in CLOSING: once every reply (and, with TLS, the
+ * close_notify) is sent, shut the write side. */
+static void closing_progress(struct conn *c)
+{
+	if (c->state != CONN_CLOSING || c->wr_shut)
+		return;
+	tls_flush(c);
+	if (c->state == CONN_CLOSING && !obuf_pending(conn_outbuf(c)) &&
+	    (!c->tls || (c->tls_notified && !obuf_pending(&c->out))))
+		shut_write(c);
+}
+
 void conn_sent(struct conn *c, size_t n)
 {
-	obuf_send_done(&c->out, n);
-	if (c->state == CONN_SESSION) {
+	obuf_send_done(conn_outbuf(c), n);
+	switch (c->state) {
+	case CONN_SESSION:
 		if (n)
 			progress(c);
-		if (c->paused && obuf_pending(&c->out) < OBUF_SOFT_MAX / 2)
+		tls_flush(c);
+		if (c->starttls && !obuf_pending(&c->out))
+			start_tls(c);
+		else if (c->paused && obuf_pending(&c->out) < OBUF_SOFT_MAX / 2)
 			resume(c);
-	} else if (c->state == CONN_CLOSING && !c->wr_shut && !obuf_pending(&c->out)) {
-		shut_write(c);
+		break;
+	case CONN_CLOSING:
+		closing_progress(c);
+		break;
+	default:
+		break;
 	}
 	conn_mark_dirty(c);
 }
@@ -269,8 +433,7 @@ void conn_close(struct conn *c, unsigned act)
 	set_state(c, CONN_CLOSING);
 	c->paused = 0;
 	held_free(c); /* RFC 5321 4.1.1.10: nothing after QUIT is read */
-	if (!obuf_pending(&c->out))
-		shut_write(c);
+	closing_progress(c);
 	conn_mark_dirty(c);
 }
 
@@ -299,9 +462,12 @@ void conn_eof(struct conn *c)
 			c->w->st.peer_closed++;
 		/* A half-closed client may still read what is queued. */
 		set_state(c, CONN_CLOSING);
-		if (!obuf_pending(&c->out))
-			shut_write(c);
+		closing_progress(c);
 		conn_mark_dirty(c);
+		break;
+	case CONN_HANDSHAKE:
+		c->w->st.tls_handshake_failures++;
+		conn_abort(c, false);
 		break;
 	case CONN_CLOSING:
 		c->peer_eof = 1;
@@ -319,6 +485,8 @@ void conn_error(struct conn *c, int err)
 	/* While closing, a reset is how many clients say goodbye. */
 	if (c->state == CONN_SESSION)
 		c->w->st.io_errors++;
+	else if (c->state == CONN_HANDSHAKE)
+		c->w->st.tls_handshake_failures++;
 	conn_abort(c, false);
 }
 
@@ -332,7 +500,25 @@ static bool host_may_start(void *ctx)
 	return atomic_load_explicit(&c->w->srv->stop_phase, memory_order_relaxed) == 0;
 }
 
-static const struct sess_policy_ops host_policy = {host_may_start, NULL};
+/* host_auth - --auth any accepts everything; --auth FILE compares the
+ * SHA-256 of the password with the file's, in constant time. */
+static bool host_auth(void *ctx, const char *user, size_t ulen, const char *pass, size_t plen)
+{
+	const struct server_cfg *cfg = &((const struct conn *)ctx)->w->srv->cfg;
+	unsigned char md[32];
+	bool ok = false;
+
+	if (!cfg->auth_file)
+		return true;
+	SHA256((const unsigned char *)pass, plen, md);
+	for (size_t i = 0; i < cfg->nusers; i++)
+		if (cfg->users[i].len == ulen && !memcmp(cfg->users[i].name, user, ulen))
+			ok = CRYPTO_memcmp(md, cfg->users[i].pass_sha256, 32) == 0;
+	OPENSSL_cleanse(md, sizeof(md));
+	return ok;
+}
+
+static const struct sess_policy_ops host_policy = {host_may_start, host_auth};
 
 static void host_begin(void *ctx)
 {
@@ -370,7 +556,7 @@ static const struct sess_content_ops host_count_ops = {NULL, NULL, host_end};
 
 /* --- open and release ------------------------------------------------- */
 
-struct conn *conn_open(struct worker *w, int fd)
+struct conn *conn_open(struct worker *w, int fd, bool tls)
 {
 	struct server *srv = w->srv;
 	const struct server_cfg *cfg = &srv->cfg;
@@ -387,14 +573,19 @@ struct conn *conn_open(struct worker *w, int fd)
 			return NULL;
 		}
 		obuf_init(&c->out);
+		obuf_init(&c->wire);
 	}
-	/* Keep the obuf's memory across reuse: its growth is sticky. */
-	struct obuf keep = c->out;
+	/* Keep the obufs' memory across reuse: their growth is sticky. */
+	struct obuf keep = c->out, keep_wire = c->wire;
 	memset(c, 0, sizeof(*c));
 	c->out = keep;
 	c->out.len = c->out.off = 0;
 	c->out.overflow = 0;
 	c->out.inflight = NULL;
+	c->wire = keep_wire;
+	c->wire.len = c->wire.off = 0;
+	c->wire.overflow = 0;
+	c->wire.inflight = NULL;
 	c->w = w;
 	c->fd = fd;
 	/* Replies are already batched per read; Nagle would only add delay
@@ -410,11 +601,18 @@ struct conn *conn_open(struct worker *w, int fd)
 		c->sess.content_ops = &host_count_ops;
 	w->st.conns_accepted++;
 	atomic_fetch_add_explicit(&w->active, 1, memory_order_relaxed);
-	c->state = CONN_SESSION;
+	/* RFC 8314: on an implicit-TLS port the handshake comes first; the
+	 * greeting waits in the plaintext buffer until it is done. */
+	c->tls = tls ? tls_conn_new() : NULL;
+	c->state = c->tls ? CONN_HANDSHAKE : CONN_SESSION;
 	c->since_ns = w->now;
-	list_append(&w->lists[CONN_SESSION], c);
-	conn_mark_dirty(c); /* the 220 greeting */
-	if (atomic_load_explicit(&srv->stop_phase, memory_order_acquire))
+	list_append(&w->lists[c->state], c);
+	conn_mark_dirty(c); /* the 220 greeting, or receiving the ClientHello */
+	if (tls && !c->tls) {
+		conn_abort(c, true);
+		return c;
+	}
+	if (!c->tls && atomic_load_explicit(&srv->stop_phase, memory_order_acquire))
 		conn_close(c, sess_shutdown(&c->sess, true)); /* handed over as we stop */
 	return c;
 }
@@ -428,12 +626,16 @@ void conn_release(struct conn *c)
 	 * forgets c afterwards (see worker_flush). */
 	conn_list_remove(c);
 	held_free(c);
+	tls_conn_free(c->tls);
+	c->tls = NULL;
 	w->st.conns_closed++;
 	atomic_fetch_sub_explicit(&w->active, 1, memory_order_relaxed);
 	server_unadmit(w->srv);
 	/* Big buffers from a pathological client are not kept in the pool. */
 	if (c->out.cap > 16 * 1024)
 		obuf_free(&c->out);
+	if (c->wire.cap > 32 * 1024)
+		obuf_free(&c->wire);
 	c->next = w->free_conns;
 	w->free_conns = c;
 }

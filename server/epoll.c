@@ -58,9 +58,10 @@ static void listeners_ctl(struct epoll_worker *e, struct server *srv, int op)
 	e->listening = op == EPOLL_CTL_ADD;
 }
 
-static void do_accept(struct epoll_worker *e, struct worker *w, int lfd)
+static void do_accept(struct epoll_worker *e, struct worker *w, int idx)
 {
 	struct server *srv = w->srv;
+	int lfd = srv->cfg.listen[idx].fd;
 
 	for (int k = 0; k < 64 && e->listening; k++) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -79,7 +80,7 @@ static void do_accept(struct epoll_worker *e, struct worker *w, int lfd)
 			reject_busy(srv, fd);
 			continue;
 		}
-		struct conn *c = conn_open(w, fd);
+		struct conn *c = conn_open(w, fd, srv->cfg.listen[idx].tls);
 		if (!c)
 			continue;
 		struct econn *ec = EC(c);
@@ -129,9 +130,10 @@ static bool ep_sync(struct worker *w, struct conn *c)
 	int budget = SYSCALLS_PER_SYNC;
 
 	while (c->state != CONN_CLOSED && budget > 0) {
-		if (ec->writable && obuf_pending(&c->out)) {
-			size_t want = obuf_pending(&c->out);
-			ssize_t n = send(c->fd, c->out.p + c->out.off, want, MSG_NOSIGNAL);
+		struct obuf *ob = conn_outbuf(c);
+		if (ec->writable && obuf_pending(ob)) {
+			size_t want = obuf_pending(ob);
+			ssize_t n = send(c->fd, ob->p + ob->off, want, MSG_NOSIGNAL);
 			budget--;
 			if (n > 0) {
 				if ((size_t)n < want)
@@ -149,7 +151,8 @@ static bool ep_sync(struct worker *w, struct conn *c)
 		}
 	}
 	if (c->state != CONN_CLOSED && budget <= 0 &&
-	    ((ec->writable && obuf_pending(&c->out)) || (ec->readable && conn_wants_input(c))))
+	    ((ec->writable && obuf_pending(conn_outbuf(c))) ||
+	     (ec->readable && conn_wants_input(c))))
 		return true; /* more next turn */
 	if (c->state == CONN_CLOSED) {
 		if (c->rst)
@@ -218,7 +221,7 @@ static void ep_wait(struct worker *w, uint64_t timeout_ns)
 	for (int i = 0; i < n; i++) {
 		uint64_t d = evs[i].data.u64;
 		if (d & TAG_LISTEN) {
-			do_accept(e, w, w->srv->cfg.listen[d >> 2].fd);
+			do_accept(e, w, (int)(d >> 2));
 			continue;
 		}
 		if (d == TAG_WAKE) {

@@ -90,7 +90,7 @@ static void arm_send(struct uring_worker *u, struct conn *c)
 	struct io_uring_sqe *sqe = uring_sqe(&u->ring);
 	struct uconn *uc = UC(c);
 	size_t n;
-	const char *p = obuf_send_begin(&c->out, &n);
+	const char *p = obuf_send_begin(conn_outbuf(c), &n);
 
 	io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, ud(c, OP_SEND));
@@ -133,7 +133,7 @@ static bool ur_sync(struct worker *w, struct conn *c)
 		}
 		return false;
 	}
-	if (!uc->send_busy && obuf_pending(&c->out))
+	if (!uc->send_busy && obuf_pending(conn_outbuf(c)))
 		arm_send(u, c);
 	if (conn_wants_input(c)) {
 		if (!uc->recv)
@@ -184,7 +184,7 @@ static void on_send(struct worker *w, struct conn *c, int res)
 	uc->send_busy = 0;
 	uc->refs--;
 	if (res < 0) {
-		obuf_send_done(&c->out, 0);
+		obuf_send_done(conn_outbuf(c), 0);
 		if (res != -ECANCELED)
 			conn_error(c, -res);
 	} else {
@@ -216,7 +216,7 @@ static void handle_cqe(struct uring_worker *u, struct worker *w, struct io_uring
 	switch (op) {
 	case OP_NEWCONN:
 		if (cqe->res >= 0)
-			conn_open(w, cqe->res);
+			conn_open(w, cqe->res, (data >> 32) & 1);
 		break;
 	case OP_RECV:
 		on_recv(u, w, c, cqe);
@@ -369,8 +369,11 @@ static void acceptor_cqe(struct acceptor *a, struct io_uring_cqe *cqe)
 			} else {
 				struct worker *w = pick_worker(srv, &a->rr);
 				struct io_uring_sqe *sqe = uring_sqe(&a->ring);
-				io_uring_prep_msg_ring(sqe, w->ring_fd, (unsigned)fd, OP_NEWCONN,
-				                       0);
+				/* the target's user_data: OP_NEWCONN, and whether the
+				 * listener is implicit TLS */
+				uint64_t tag =
+				    (uint64_t)srv->cfg.listen[idx].tls << 32 | OP_NEWCONN;
+				io_uring_prep_msg_ring(sqe, w->ring_fd, (unsigned)fd, tag, 0);
 				io_uring_sqe_set_data64(sqe, ((uint64_t)fd << 8) | AOP_MSG);
 				a->handoffs++;
 			}

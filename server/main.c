@@ -34,8 +34,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
 #include "server.h"
 #include "sink/addr.h"
+#include "tls.h"
 #include "sink/config.h"
 #include "sink/scan.h"
 #include "sink/units.h"
@@ -93,6 +97,18 @@ static void usage(void)
 	       "                           MAIL/RCPT paths without <> and a space after\n"
 	       "                           FROM:/TO: (otherwise accepted and counted in\n"
 	       "                           lenient_syntax)\n"
+	       "      --listen-tls ADDR:PORT  implicit TLS (RFC 8314, port 465 style); repeatable\n"
+	       "      --tls-cert FILE, --tls-key FILE   PEM certificate (chain) and key;\n"
+	       "                           STARTTLS (RFC 3207) is offered once TLS is set up\n"
+	       "      --tls-self-signed    make an ECDSA P-256 certificate for --hostname,\n"
+	       "                           localhost, 127.0.0.1 and ::1 at start\n"
+	       "      --tls-cert-out FILE  write the certificate in use (to trust it)\n"
+	       "      --tls-min 1.2|1.3    lowest TLS version [1.2]\n"
+	       "      --require-tls        530 to MAIL/RCPT/DATA/BDAT/AUTH before STARTTLS\n"
+	       "      --auth any|FILE      offer AUTH PLAIN LOGIN (RFC 4954) over TLS: any\n"
+	       "                           credentials, or user:password lines in FILE\n"
+	       "      --auth-insecure      offer AUTH without TLS too\n"
+	       "      --require-auth       530 to MAIL before AUTH\n"
 	       "      --hide EXT[,EXT]     do not advertise: PIPELINING SIZE 8BITMIME\n"
 	       "                           ENHANCEDSTATUSCODES SMTPUTF8 CHUNKING\n"
 	       "  -i, --stats-interval DUR print a progress line this often [off]\n"
@@ -141,7 +157,7 @@ static uint64_t opt_duration(const char *name, const char *v)
 }
 
 /* parse_listen - "HOST:PORT", "[V6]:PORT" or ":PORT" (wildcard). */
-static void parse_listen(struct server_cfg *cfg, const char *arg)
+static void parse_listen(struct server_cfg *cfg, const char *arg, bool tls)
 {
 	struct listen_addr *l;
 	char err[128];
@@ -150,9 +166,45 @@ static void parse_listen(struct server_cfg *cfg, const char *arg)
 		usage_error("too many --listen addresses (max %d)", SINK_MAX_LISTEN);
 	l = &cfg->listen[cfg->nlisten];
 	if (addr_parse(arg, 1, &l->ss, &l->len, err, sizeof(err)))
-		usage_error("invalid --listen '%s': %s", arg, err);
+		usage_error("invalid %s '%s': %s", tls ? "--listen-tls" : "--listen", arg, err);
 	l->fd = -1;
+	l->tls = tls;
 	cfg->nlisten++;
+}
+
+/* load_users - --auth FILE: "user:password" per line, '#' comments.  Only
+ * a SHA-256 of each password is kept in memory. */
+static void load_users(struct server_cfg *cfg, const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char line[1024];
+	int no = 0;
+
+	if (!f)
+		usage_error("cannot read --auth %s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		size_t n = strcspn(line, "\r\n");
+		char *colon;
+		no++;
+		line[n] = 0;
+		if (!n || line[0] == '#')
+			continue;
+		colon = strchr(line, ':');
+		if (!colon || colon == line)
+			usage_error("--auth %s line %d: expected user:password", path, no);
+		struct auth_user *u = realloc(cfg->users, (cfg->nusers + 1) * sizeof(*u));
+		if (!u)
+			die("out of memory");
+		cfg->users = u;
+		u += cfg->nusers++;
+		u->len = (size_t)(colon - line);
+		u->name = strndup(line, u->len);
+		SHA256((const unsigned char *)colon + 1, strlen(colon + 1), u->pass_sha256);
+		OPENSSL_cleanse(line, sizeof(line));
+	}
+	fclose(f);
+	if (!cfg->nusers)
+		usage_error("--auth %s has no user:password line", path);
 }
 
 static void parse_hide(struct server_cfg *cfg, const char *arg)
@@ -184,7 +236,17 @@ static void parse_args(struct server_cfg *cfg, int argc, char **argv)
 		O_RBUFSZ,
 		O_VERIFY,
 		O_STRICT,
-		O_OVERSHOOT
+		O_OVERSHOOT,
+		O_LISTEN_TLS,
+		O_TLS_CERT,
+		O_TLS_KEY,
+		O_TLS_SELF,
+		O_TLS_OUT,
+		O_TLS_MIN,
+		O_REQ_TLS,
+		O_AUTH,
+		O_AUTH_INSECURE,
+		O_REQ_AUTH
 	};
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
@@ -209,6 +271,16 @@ static void parse_args(struct server_cfg *cfg, int argc, char **argv)
 	    {"verify", no_argument, NULL, O_VERIFY},
 	    {"strict", no_argument, NULL, O_STRICT},
 	    {"rcpt-overshoot", required_argument, NULL, O_OVERSHOOT},
+	    {"listen-tls", required_argument, NULL, O_LISTEN_TLS},
+	    {"tls-cert", required_argument, NULL, O_TLS_CERT},
+	    {"tls-key", required_argument, NULL, O_TLS_KEY},
+	    {"tls-self-signed", no_argument, NULL, O_TLS_SELF},
+	    {"tls-cert-out", required_argument, NULL, O_TLS_OUT},
+	    {"tls-min", required_argument, NULL, O_TLS_MIN},
+	    {"require-tls", no_argument, NULL, O_REQ_TLS},
+	    {"auth", required_argument, NULL, O_AUTH},
+	    {"auth-insecure", no_argument, NULL, O_AUTH_INSECURE},
+	    {"require-auth", no_argument, NULL, O_REQ_AUTH},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},
@@ -229,7 +301,7 @@ static void parse_args(struct server_cfg *cfg, int argc, char **argv)
 	while ((o = getopt_long(argc, argv, ":l:t:H:s:r:c:T:i:j:n:qVh", opts, NULL)) != -1) {
 		switch (o) {
 		case 'l':
-			parse_listen(cfg, optarg);
+			parse_listen(cfg, optarg, false);
 			break;
 		case 't':
 			cfg->threads = (int)opt_count("--threads", optarg, 1024);
@@ -319,6 +391,45 @@ static void parse_args(struct server_cfg *cfg, int argc, char **argv)
 		case O_STRICT:
 			cfg->sess.strict = true;
 			break;
+		case O_LISTEN_TLS:
+			parse_listen(cfg, optarg, true);
+			break;
+		case O_TLS_CERT:
+			cfg->tls_cert = optarg;
+			break;
+		case O_TLS_KEY:
+			cfg->tls_key = optarg;
+			break;
+		case O_TLS_SELF:
+			cfg->tls_self_signed = true;
+			break;
+		case O_TLS_OUT:
+			cfg->tls_cert_out = optarg;
+			break;
+		case O_TLS_MIN:
+			if (!strcmp(optarg, "1.2"))
+				cfg->tls_min = 12;
+			else if (!strcmp(optarg, "1.3"))
+				cfg->tls_min = 13;
+			else
+				usage_error("invalid --tls-min '%s' (1.2 or 1.3)", optarg);
+			break;
+		case O_REQ_TLS:
+			cfg->sess.require_tls = true;
+			break;
+		case O_AUTH:
+			cfg->sess.auth = true;
+			if (strcmp(optarg, "any")) {
+				cfg->auth_file = optarg;
+				load_users(cfg, optarg);
+			}
+			break;
+		case O_AUTH_INSECURE:
+			cfg->sess.auth_insecure = true;
+			break;
+		case O_REQ_AUTH:
+			cfg->sess.require_auth = true;
+			break;
 		case O_OVERSHOOT:
 			cfg->sess.rcpt_overshoot =
 			    (uint32_t)opt_count("--rcpt-overshoot", optarg, 1u << 30);
@@ -341,7 +452,26 @@ static void parse_args(struct server_cfg *cfg, int argc, char **argv)
 	if (optind < argc)
 		usage_error("unexpected argument '%s'", argv[optind]);
 	if (cfg->nlisten == 0)
-		parse_listen(cfg, "127.0.0.1:2525");
+		parse_listen(cfg, "127.0.0.1:2525", false);
+	bool tls = cfg->tls_self_signed || cfg->tls_cert;
+	if ((cfg->tls_cert != NULL) != (cfg->tls_key != NULL))
+		usage_error("--tls-cert and --tls-key go together");
+	if (cfg->tls_self_signed && cfg->tls_cert)
+		usage_error("--tls-self-signed or --tls-cert/--tls-key, not both");
+	if (cfg->tls_cert_out && !tls)
+		usage_error("--tls-cert-out needs --tls-self-signed or --tls-cert");
+	for (int i = 0; i < cfg->nlisten; i++)
+		if (cfg->listen[i].tls && !tls)
+			usage_error("--listen-tls needs --tls-self-signed or --tls-cert/--tls-key");
+	if (cfg->sess.require_tls && !tls)
+		usage_error("--require-tls needs --tls-self-signed or --tls-cert/--tls-key");
+	if (cfg->sess.auth && !tls && !cfg->sess.auth_insecure)
+		usage_error(
+		    "--auth needs TLS (--tls-self-signed or --tls-cert) or --auth-insecure: "
+		    "AUTH PLAIN/LOGIN are only offered over TLS (RFC 4954 4)");
+	if ((cfg->sess.require_auth || cfg->sess.auth_insecure) && !cfg->sess.auth)
+		usage_error("--require-auth and --auth-insecure need --auth");
+	cfg->sess.starttls = tls;
 	cfg->sess.hostname = cfg->hostname;
 }
 
@@ -457,6 +587,17 @@ int main(int argc, char **argv)
 	/* Pick the scanner once, before any thread exists. */
 	scan_set_impl(SCAN_IMPL_AUTO);
 
+	if (cfg->sess.starttls) {
+		struct tls_opts to = {.cert_file = cfg->tls_cert,
+		                      .key_file = cfg->tls_key,
+		                      .self_signed = cfg->tls_self_signed,
+		                      .cert_out = cfg->tls_cert_out,
+		                      .hostname = cfg->hostname,
+		                      .min_version = cfg->tls_min ? cfg->tls_min : 12};
+		char err[400];
+		if (tls_setup(&to, err, sizeof(err)))
+			usage_error("TLS: %s", err);
+	}
 	open_listeners(cfg);
 
 	srv.backend = cfg->io == IO_EPOLL ? IO_EPOLL : IO_URING;
@@ -485,7 +626,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s %s: %s backend, %d workers, hostname %s\n", prog, SINK_VERSION,
 		        ops->name, srv.nworkers, cfg->hostname);
 	for (int i = 0; i < cfg->nlisten; i++)
-		printf("%s: listening on %s\n", prog, cfg->listen[i].text);
+		printf("%s: listening on %s%s\n", prog, cfg->listen[i].text,
+		       cfg->listen[i].tls ? " (TLS)" : "");
 	if (cfg->ready_file)
 		write_ready_file(cfg);
 	printf("%s: ready\n", prog);
@@ -553,5 +695,9 @@ int main(int argc, char **argv)
 		worker_fini(&srv.workers[i]);
 	}
 	free(srv.workers);
+	tls_teardown();
+	for (size_t i = 0; i < cfg->nusers; i++)
+		free(cfg->users[i].name);
+	free(cfg->users);
 	return 0;
 }

@@ -39,10 +39,12 @@
 #define SINK_MAX_LISTEN 16
 
 /* Connection-layer limits (per connection; see the README's memory bound). */
-#define CONN_RECV_SMALL  (16u * 1024u)               /* one receive until a session is trusted */
-#define CONN_HELD_MAX    (64u * 1024u)               /* input kept while replies back up */
-#define CONN_CLOSE_NS    (3ull * 1000 * 1000 * 1000) /* flush + linger deadline */
-#define CONN_DRAIN_GRACE (500ull * 1000 * 1000)      /* closing after the drain deadline */
+#define CONN_RECV_SMALL   (16u * 1024u)                /* one receive until a session is trusted */
+#define CONN_HELD_MAX     (64u * 1024u)                /* input kept while replies back up */
+#define CONN_CLOSE_NS     (3ull * 1000 * 1000 * 1000)  /* flush + linger deadline */
+#define CONN_DRAIN_GRACE  (500ull * 1000 * 1000)       /* closing after the drain deadline */
+#define CONN_HANDSHAKE_NS (10ull * 1000 * 1000 * 1000) /* TLS handshake deadline */
+#define CONN_WIRE_MAX     (16u * 1024u) /* TLS: ciphertext queued before encrypting more */
 
 enum io_backend { IO_AUTO = 0, IO_URING, IO_EPOLL };
 
@@ -50,7 +52,16 @@ struct listen_addr {
 	struct sockaddr_storage ss;
 	socklen_t len;
 	int fd;
+	bool tls;      /* --listen-tls: implicit TLS (RFC 8314) */
 	char text[64]; /* "127.0.0.1:2525" / "[::1]:2525" after bind */
+};
+
+/* --auth FILE: user names and SHA-256 of their passwords (the passwords
+ * themselves are never kept). */
+struct auth_user {
+	char *name;
+	size_t len;
+	unsigned char pass_sha256[32];
 };
 
 struct server_cfg {
@@ -71,6 +82,13 @@ struct server_cfg {
 	bool verify;
 	uint32_t recv_buf_size;  /* io_uring provided buffer size */
 	uint32_t recv_buf_count; /* per worker */
+	/* TLS and AUTH */
+	const char *tls_cert, *tls_key, *tls_cert_out;
+	bool tls_self_signed;
+	int tls_min;             /* 12 or 13 */
+	const char *auth_file;   /* NULL with --auth any */
+	struct auth_user *users; /* --auth FILE */
+	size_t nusers;
 };
 
 /* Server-level counters per worker, declared once for the struct, the
@@ -90,6 +108,12 @@ struct server_cfg {
 	X(enobufs, "enobufs", "io_uring provided-buffer ring ran dry (receives re-armed)")         \
 	X(short_sends, "short_sends", "sends the kernel took only partly")                         \
 	X(recv_bytes, "recv_bytes", "octets received from clients")                                \
+	X(tls_handshakes, "tls_handshakes", "TLS handshakes completed")                            \
+	X(tls_handshake_failures, "tls_handshake_failures", "TLS handshakes that failed")          \
+	X(tls_handshake_timeouts, "tls_handshake_timeouts", "TLS handshakes not done in 10 s")     \
+	X(tls_resumed, "tls_resumed", "... of them resumed sessions (tickets or cache)")           \
+	X(tls_v1_2, "tls_v1_2", "... of them TLS 1.2")                                             \
+	X(tls_v1_3, "tls_v1_3", "... of them TLS 1.3")                                             \
 	X(loops, "loops", "event loop iterations")                                                 \
 	X(cqes, "cqes", "io_uring completions handled")
 
@@ -102,10 +126,13 @@ struct server_stats {
 };
 
 enum conn_state {
+	/* TLS handshake (implicit TLS from accept, or after STARTTLS's 220).
+	 * Deadline: CONN_HANDSHAKE_NS since entering, then reset. */
+	CONN_HANDSHAKE,
 	/* SMTP session (the greeting is queued at once).  Deadline: the idle
 	 * timeout since the last progress (input consumed or output sent), so
 	 * a client that stops reading its replies expires too. */
-	CONN_SESSION = 0,
+	CONN_SESSION,
 	/* Final reply queued: flush it, shut the write side, read and drop
 	 * until the client closes (lingering close: closing with unread input
 	 * would make the kernel answer RST and destroy the reply).  Deadline:
@@ -158,6 +185,7 @@ struct worker {
 	struct conn_list lists[CONN_NSTATES];
 	struct conn *free_conns;     /* recycled connection objects */
 	struct conn *dirty;          /* connections to sync with their sockets */
+	char *tls_buf;               /* TLS: plaintext scratch, one record */
 	int phase_seen;              /* stop phase this worker has applied */
 	bool forced;                 /* drain deadline applied */
 	bool handoffs_done;          /* no more new connections can arrive */
@@ -184,6 +212,9 @@ struct conn {
 	uint8_t rst;      /* CLOSED: reset (SO_LINGER 0) rather than FIN */
 	uint8_t in_dirty; /* on the worker's dirty list */
 	uint8_t ever_paused;
+	uint8_t starttls;     /* 220 to STARTTLS queued: TLS starts once it is sent */
+	uint8_t tls_notified; /* close_notify queued */
+	struct tls_conn *tls; /* NULL: plaintext */
 	/* Input the session could not take yet (reply backpressure), copied out
 	 * of the receive buffer so no backend ever holds buffers: at most
 	 * CONN_HELD_MAX octets, freed once consumed. */
@@ -198,7 +229,8 @@ struct conn {
 		unsigned char bytes[CONN_IO_BYTES];
 	} io;
 	struct sess sess;
-	struct obuf out;
+	struct obuf out;          /* the session's replies (plaintext) */
+	struct obuf wire;         /* TLS: ciphertext for the socket */
 	struct stamp_verifier vc; /* --verify */
 	char carry[];             /* scanner carry, line_max octets */
 };
@@ -228,7 +260,9 @@ struct server {
 };
 
 /* conn.c - the connection state machine; backends call these. */
-struct conn *conn_open(struct worker *w, int fd); /* NULL: fd closed, counted */
+/* conn_open - a new socket (tls: from an implicit-TLS listener); NULL: the
+ * fd was closed and counted. */
+struct conn *conn_open(struct worker *w, int fd, bool tls);
 void conn_input(struct conn *c, const char *p, size_t n);
 void conn_eof(struct conn *c);
 void conn_error(struct conn *c, int err); /* socket error (positive errno) */
@@ -246,7 +280,15 @@ static inline bool conn_wants_input(const struct conn *c)
 {
 	if (c->state == CONN_SESSION)
 		return !c->paused && !c->peer_eof;
+	if (c->state == CONN_HANDSHAKE)
+		return !c->peer_eof;
 	return c->state == CONN_CLOSING && c->wr_shut && !c->peer_eof;
+}
+
+/* conn_outbuf - what the backend sends: the replies, or their ciphertext. */
+static inline struct obuf *conn_outbuf(struct conn *c)
+{
+	return c->tls ? &c->wire : &c->out;
 }
 
 /* conn_bulk - may the backend receive without bounds (multishot recv, large

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "tls.h"
 
 #define TICK_MAX_NS (1000ull * 1000 * 1000) /* wake at least this often */
 #define PUBLISH_NS  (100ull * 1000 * 1000)  /* counters for the main thread */
@@ -187,6 +188,15 @@ static uint64_t worker_tick(struct worker *w, int phase)
 	if (idle && (c = w->lists[CONN_SESSION].head))
 		next = min_u64(next, c->since_ns + idle);
 
+	/* TLS handshakes that do not finish: reset. */
+	while ((c = w->lists[CONN_HANDSHAKE].head) &&
+	       (now - c->since_ns >= CONN_HANDSHAKE_NS || now >= close_cut)) {
+		w->st.tls_handshake_timeouts++;
+		conn_abort(c, true);
+	}
+	if ((c = w->lists[CONN_HANDSHAKE].head))
+		next = min_u64(next, c->since_ns + CONN_HANDSHAKE_NS);
+
 	/* Closing connections whose client neither takes its last reply nor
 	 * closes: reset. */
 	while ((c = w->lists[CONN_CLOSING].head) &&
@@ -253,6 +263,8 @@ static void free_all(struct worker *w)
 		for (c = w->lists[s].head; c; c = nx) {
 			nx = c->next;
 			obuf_free(&c->out);
+			obuf_free(&c->wire);
+			tls_conn_free(c->tls);
 			free(c->held);
 			free(c);
 		}
@@ -261,9 +273,12 @@ static void free_all(struct worker *w)
 	for (c = w->free_conns; c; c = nx) {
 		nx = c->next;
 		obuf_free(&c->out);
+		obuf_free(&c->wire);
 		free(c);
 	}
 	w->free_conns = NULL;
+	free(w->tls_buf);
+	w->tls_buf = NULL;
 }
 
 void *worker_main(void *arg)
@@ -274,7 +289,8 @@ void *worker_main(void *arg)
 	int ret;
 
 	w->now = now_ns();
-	ret = w->ops->init(w);
+	w->tls_buf = tls_enabled() ? malloc(16384) : NULL;
+	ret = w->tls_buf || !tls_enabled() ? w->ops->init(w) : -ENOMEM;
 	if (ret) {
 		fprintf(stderr, "smtpsink: worker %d: %s setup: %s\n", w->id, w->ops->name,
 		        strerror(-ret));

@@ -72,7 +72,7 @@ static struct conn *open_conn(void)
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	peer = sv[1];
 	atomic_fetch_add(&srv.conns, 1);
-	return conn_open(&w, sv[0]);
+	return conn_open(&w, sv[0], false);
 }
 
 /* take - what a client that reads everything would get now (the backend

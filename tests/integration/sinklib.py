@@ -50,19 +50,22 @@ class Sink:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.errf)
         self.port = None
         self.addrs = []
+        self.tls_addrs = []
         deadline = time.monotonic() + timeout * SLOW
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline().decode()
             if not line:
                 break
             if "listening on" in line:
-                self.addrs.append(line.rsplit(" ", 1)[1].strip())
+                addr = line.split("listening on ", 1)[1].split()[0]
+                (self.tls_addrs if "(TLS)" in line else self.addrs).append(addr)
             if line.strip().endswith("ready"):
                 break
-        if not self.addrs:
+        if not self.addrs and not self.tls_addrs:
             self.kill()
             raise AssertionError("smtpsink did not become ready: " + self.stderr_text)
         self.port = int(self.addrs[0].rsplit(":", 1)[1])
+        self.tls_port = int(self.tls_addrs[0].rsplit(":", 1)[1]) if self.tls_addrs else None
         self.summary = None
 
     @property

@@ -37,6 +37,16 @@
 #include "verify.h"
 
 #define SINK_MAX_LISTEN 16
+#define SINK_MAX_EXPECT 64
+
+/* --expect NAME OP VALUE over the report's counters */
+enum expect_op { EXP_EQ, EXP_NE, EXP_GE, EXP_LE, EXP_GT, EXP_LT };
+struct expect {
+	char name[64]; /* a key of "counters", or "verify.KEY" */
+	enum expect_op op;
+	uint64_t value;
+	const char *text;
+};
 
 /* Connection-layer limits (per connection; see the README's memory bound). */
 #define CONN_RECV_SMALL   (16u * 1024u)                /* one receive until a session is trusted */
@@ -85,7 +95,10 @@ struct server_cfg {
 	/* TLS and AUTH */
 	const char *tls_cert, *tls_key, *tls_cert_out;
 	bool tls_self_signed;
-	int tls_min;             /* 12 or 13 */
+	int tls_min; /* 12 or 13 */
+	struct expect expects[SINK_MAX_EXPECT];
+	int nexpects;
+	uint64_t max_runtime_ns; /* 0 = none */
 	const char *auth_file;   /* NULL with --auth any */
 	struct auth_user *users; /* --auth FILE */
 	size_t nusers;
@@ -314,6 +327,12 @@ void server_unadmit(struct server *srv);
 int reject_busy(struct server *srv, int fd);
 void set_nonblock(int fd);
 
+/* cfg.c - options (flags and SMTPSINK_* environment variables) */
+extern const char *prog;
+__attribute__((format(printf, 1, 2), noreturn)) void usage_error(const char *fmt, ...);
+__attribute__((format(printf, 1, 2), noreturn)) void die(const char *fmt, ...);
+void cfg_parse(struct server_cfg *cfg, int argc, char **argv);
+
 /* Backends. */
 int uring_start(struct server *srv);
 int epoll_start(struct server *srv);
@@ -324,6 +343,12 @@ void stats_sum(struct server *srv, struct server_stats *tot, bool live);
 void stats_progress(struct server *srv, uint64_t now, uint64_t *last_msgs, uint64_t *last_bytes,
                     uint64_t *last_ns);
 void stats_summary(struct server *srv, const struct server_stats *tot, double secs);
-int stats_json(struct server *srv, const struct server_stats *tot, double secs, int fd);
+struct json_t;
+struct json_t *stats_report(struct server *srv, const struct server_stats *tot, double secs);
+int stats_write(struct json_t *report, int fd);
+/* stats_expect - check --expect against the report; prints each failure,
+ * returns how many failed.  With report NULL: only checks that every name
+ * exists (a usage error otherwise). */
+int stats_expect(struct server *srv, struct json_t *report);
 
 #endif

@@ -151,16 +151,14 @@ void stats_summary(struct server *srv, const struct server_stats *t, double secs
 	fputc('\n', stderr);
 }
 
-/* stats_json - the final report (docs: README "JSON summary"); written to
- * the descriptor opened at start-up, so an unwritable path fails before the
- * server serves anyone. */
-int stats_json(struct server *srv, const struct server_stats *t, double secs, int fd)
+/* stats_report - the final report (README "JSON summary"), also what
+ * --expect checks, so both always agree. */
+json_t *stats_report(struct server *srv, const struct server_stats *t, double secs)
 {
 	json_t *root = json_object(), *ctr = json_object();
 	const uint64_t *sv = (const uint64_t *)&t->sess, *xv = server_counters(t);
 	struct utsname un;
 	char kernel[300];
-	int ret;
 
 	uname(&un);
 	snprintf(kernel, sizeof(kernel), "%s %s", un.sysname, un.release);
@@ -199,13 +197,92 @@ int stats_json(struct server *srv, const struct server_stats *t, double secs, in
 		                              (json_int_t)t->verify.other_run, "out_of_range",
 		                              (json_int_t)t->verify.out_of_range));
 	}
-	if (ftruncate(fd, 0) || lseek(fd, 0, SEEK_SET) < 0) {
-		json_decref(root);
+	return root;
+}
+
+/* stats_write - the report to the descriptor opened at start-up, so an
+ * unwritable path fails before the server serves anyone. */
+int stats_write(json_t *root, int fd)
+{
+	int ret;
+
+	if (ftruncate(fd, 0) || lseek(fd, 0, SEEK_SET) < 0)
 		return -1;
-	}
 	ret = json_dumpfd(root, fd, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	json_decref(root);
 	if (ret == 0 && write(fd, "\n", 1) != 1)
 		ret = -1;
 	return ret;
+}
+
+/* expect_lookup - "name" in counters, or "section.name" (verify.ok). */
+static json_t *expect_lookup(json_t *root, const char *name)
+{
+	const char *dot = strchr(name, '.');
+	char sect[64];
+
+	if (!dot)
+		return json_object_get(json_object_get(root, "counters"), name);
+	snprintf(sect, sizeof(sect), "%.*s", (int)(dot - name), name);
+	return json_object_get(json_object_get(root, sect), dot + 1);
+}
+
+int stats_expect(struct server *srv, json_t *report)
+{
+	static const char *const opname[] = {"=", "!=", ">=", "<=", ">", "<"};
+	int failed = 0;
+	json_t *root = report;
+
+	if (!root) {
+		struct server_stats zero;
+		memset(&zero, 0, sizeof(zero));
+		root = stats_report(srv, &zero, 0);
+	}
+	for (int i = 0; i < srv->cfg.nexpects; i++) {
+		const struct expect *e = &srv->cfg.expects[i];
+		json_t *v = expect_lookup(root, e->name);
+		uint64_t x;
+		bool ok;
+
+		if (!json_is_integer(v)) {
+			if (!report)
+				usage_error("--expect '%s': no counter '%s' in the report%s",
+				            e->text, e->name,
+				            strchr(e->name, '.')
+				                ? ""
+				                : " (see the README's counter table)");
+			continue;
+		}
+		if (!report)
+			continue;
+		x = (uint64_t)json_integer_value(v);
+		switch (e->op) {
+		case EXP_EQ:
+			ok = x == e->value;
+			break;
+		case EXP_NE:
+			ok = x != e->value;
+			break;
+		case EXP_GE:
+			ok = x >= e->value;
+			break;
+		case EXP_LE:
+			ok = x <= e->value;
+			break;
+		case EXP_GT:
+			ok = x > e->value;
+			break;
+		default:
+			ok = x < e->value;
+			break;
+		}
+		if (!ok) {
+			failed++;
+			fprintf(stderr, "%s: expectation failed: %s%s%llu, but %s is %llu\n", prog,
+			        e->name, opname[e->op], (unsigned long long)e->value, e->name,
+			        (unsigned long long)x);
+		}
+	}
+	if (!report)
+		json_decref(root);
+	return failed;
 }

@@ -158,8 +158,10 @@ def chat(sock, send, timeout=5):
     return recv_until(sock, smtp_reply_complete, timeout)
 
 
-def good_session(port, rcpts=1):
-    """One normal SMTP transaction with raw bytes; asserts every reply code."""
+def good_session(port, rcpts=1, last=False):
+    """One normal SMTP transaction with raw bytes; asserts every reply code.
+    last: this message makes the sink stop (--exit-after), so it answers
+    421 4.3.2 right after the 250 instead of waiting for QUIT."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
     try:
         assert chat(s, b"").startswith(b"220 "), "greeting"
@@ -170,7 +172,11 @@ def good_session(port, rcpts=1):
         assert chat(s, b"DATA\r\n").startswith(b"354 ")
         r = chat(s, b"Subject: x\r\n\r\nbody\r\n.\r\n")
         assert r.startswith(b"250 2.0.0 Ok: queued as "), r
-        assert chat(s, b"QUIT\r\n").startswith(b"221 ")
+        if last:
+            r = r if b"\r\n421 " in r else recv_until(s, lambda d: b"421 " in d)
+            assert b"421 4.3.2" in r, r
+        else:
+            assert chat(s, b"QUIT\r\n").startswith(b"221 ")
     finally:
         s.close()
 

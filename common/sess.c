@@ -23,6 +23,8 @@
  * table, so counters cannot drift from what clients were told. */
 enum reply_id {
 	R_OK = 0,
+	R_GREETING, /* counted only: the 220 greeting is written by sess_start */
+	R_HELLO,    /* counted only: the HELO/EHLO 250 */
 	R_QUEUED,   /* + queue id */
 	R_CHUNK_OK, /* + "<n> bytes" */
 	R_VRFY,     /* + the argument */
@@ -94,6 +96,8 @@ struct reply_def {
 
 static const struct reply_def reply_table[R_COUNT] = {
     [R_OK] = {"250", "2.0.0", "Ok", 0, 0},
+    [R_GREETING] = {"220", NULL, "", 0, 0},
+    [R_HELLO] = {"250", NULL, "", 0, 0},
     [R_QUEUED] = {"250", "2.0.0", "Ok: queued as ", 0, 0},
     [R_CHUNK_OK] = {"250", "2.0.0", "Ok: ", 0, 0},
     /* RFC 5321 3.5.3: 252 "cannot verify, but will accept" */
@@ -174,6 +178,19 @@ static const struct reply_def reply_table[R_COUNT] = {
     [R_AUTH_B64] = {"501", "5.5.2", "Error: invalid base64 data", CTR(err_syntax), 0},
 };
 
+_Static_assert(R_COUNT <= SESS_REPLY_KINDS, "SESS_REPLY_KINDS too small");
+
+const char *sess_reply_code(unsigned k)
+{
+	return k < R_COUNT ? reply_table[k].code : NULL;
+}
+
+const char *const sess_stage_names[SESS_NSTAGES] = {"connect", "helo", "mail", "rcpt",     "data",
+                                                    "eod",     "bdat", "auth", "starttls", "other"};
+
+const uint64_t sess_size_bounds[SESS_SIZE_BUCKETS - 1] = {
+    1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864};
+
 const char *const sess_counter_names[] = {
 #define SESS_X_NAME(f, name, doc) name,
     SESS_COUNTERS(SESS_X_NAME)
@@ -209,6 +226,7 @@ struct cmd_def {
 	int (*check)(struct sess *s, struct cmd_ctx *c);
 	/* proceed - perform the command and queue its reply. */
 	void (*proceed)(struct sess *s, struct cmd_ctx *c);
+	uint8_t stage; /* enum sess_stage of its replies */
 };
 
 static const char crlf[2] = {'\r', '\n'};
@@ -262,8 +280,12 @@ static void reply_open(struct sess *s, enum reply_id id)
 	puts_(s, r->text);
 	if (r->ctr)
 		((uint64_t *)s->stats)[r->ctr - 1]++;
-	if ((r->code[0] == '4' || r->code[0] == '5') && !(r->flags & RF_NOERROR))
-		s->errors++;
+	s->stats->replies[id]++;
+	if (r->code[0] == '4' || r->code[0] == '5') {
+		s->stats->refused[s->stage]++;
+		if (!(r->flags & RF_NOERROR))
+			s->errors++;
+	}
 }
 
 static inline void reply_close(struct sess *s)
@@ -522,6 +544,11 @@ static void message_done(struct sess *s)
 
 static void accept_message(struct sess *s, uint64_t size, bool noted)
 {
+	unsigned b = 0;
+
+	while (b < SESS_SIZE_BUCKETS - 1 && size > sess_size_bounds[b])
+		b++;
+	s->stats->size_hist[b]++;
 	s->stats->msgs++;
 	s->msgs++;
 	s->stats->msg_bytes += size;
@@ -558,6 +585,7 @@ static void proceed_helo(struct sess *s, struct cmd_ctx *c)
 	s->state = SESS_ST_READY;
 	tx_reset(s);
 	s->esmtp = 0;
+	s->stats->replies[R_HELLO]++;
 	put(s, "250 ", 4);
 	puts_(s, s->cfg->hostname);
 	put(s, crlf, 2);
@@ -598,6 +626,7 @@ static void proceed_ehlo(struct sess *s, struct cmd_ctx *c)
 		kw[n++] = "STARTTLS";
 	if (auth_offered(s))
 		kw[n++] = "AUTH PLAIN LOGIN";
+	s->stats->replies[R_HELLO]++;
 	/* RFC 5321 4.2.1: "250-" on every line but the last, which is "250 ". */
 	put(s, n ? "250-" : "250 ", 4);
 	puts_(s, s->cfg->hostname);
@@ -836,6 +865,7 @@ static void bdat_finish(struct sess *s)
 
 	s->scan.mode = SCAN_MODE_CMD;
 	s->state = s->bdat_prev_state;
+	s->stage = SESS_STAGE_BDAT;
 	if (v == R_OK) {
 		if (s->bdat_last) {
 			accept_message(s, s->tx_size, false);
@@ -1140,28 +1170,30 @@ void sess_tls_started(struct sess *s)
 
 /* Verbs are 4 letters; the table is searched by a case-folded 32-bit key. */
 static const struct cmd_def cmd_table[] = {
-    {"mail", CMD_NEED_TLS | CMD_NEED_AUTH, "MAIL FROM:<address>", check_mail, proceed_mail},
-    {"rcpt", CMD_NEED_TLS, "RCPT TO:<address>", check_rcpt, proceed_rcpt},
-    {"data", CMD_LAST | CMD_NOARGS | CMD_NEED_TLS, "DATA", check_data, proceed_data},
-    {"bdat", CMD_NEED_TLS, "BDAT count [LAST]", check_bdat, proceed_bdat},
-    {"rset", CMD_NOARGS, "RSET", check_none, proceed_rset},
-    {"noop", CMD_LAST, NULL, check_none, proceed_noop}, /* 4.1.1.9: arg allowed */
-    {"ehlo", CMD_LAST, "EHLO hostname", check_helo, proceed_ehlo},
-    {"helo", CMD_LAST, "HELO hostname", check_helo, proceed_helo},
-    {"quit", CMD_LAST | CMD_NOARGS, "QUIT", check_none, proceed_quit},
-    {"vrfy", CMD_LAST, "VRFY address", check_helo, proceed_vrfy},
-    {"expn", CMD_LAST, NULL, check_none, proceed_not_impl},
-    {"help", 0, NULL, check_none, proceed_help},
+    {"mail", CMD_NEED_TLS | CMD_NEED_AUTH, "MAIL FROM:<address>", check_mail, proceed_mail,
+     SESS_STAGE_MAIL},
+    {"rcpt", CMD_NEED_TLS, "RCPT TO:<address>", check_rcpt, proceed_rcpt, SESS_STAGE_RCPT},
+    {"data", CMD_LAST | CMD_NOARGS | CMD_NEED_TLS, "DATA", check_data, proceed_data,
+     SESS_STAGE_DATA},
+    {"bdat", CMD_NEED_TLS, "BDAT count [LAST]", check_bdat, proceed_bdat, SESS_STAGE_BDAT},
+    {"rset", CMD_NOARGS, "RSET", check_none, proceed_rset, SESS_STAGE_OTHER},
+    {"noop", CMD_LAST, NULL, check_none, proceed_noop, SESS_STAGE_OTHER}, /* 4.1.1.9: arg allowed */
+    {"ehlo", CMD_LAST, "EHLO hostname", check_helo, proceed_ehlo, SESS_STAGE_HELO},
+    {"helo", CMD_LAST, "HELO hostname", check_helo, proceed_helo, SESS_STAGE_HELO},
+    {"quit", CMD_LAST | CMD_NOARGS, "QUIT", check_none, proceed_quit, SESS_STAGE_OTHER},
+    {"vrfy", CMD_LAST, "VRFY address", check_helo, proceed_vrfy, SESS_STAGE_OTHER},
+    {"expn", CMD_LAST, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER},
+    {"help", 0, NULL, check_none, proceed_help, SESS_STAGE_OTHER},
     /* Obsolete (RFC 5321 F.1-F.6) or not offered: 502. */
-    {"turn", CMD_LAST, NULL, check_none, proceed_not_impl},
-    {"send", 0, NULL, check_none, proceed_not_impl},
-    {"soml", 0, NULL, check_none, proceed_not_impl},
-    {"saml", 0, NULL, check_none, proceed_not_impl},
-    {"etrn", 0, NULL, check_none, proceed_not_impl},
+    {"turn", CMD_LAST, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER},
+    {"send", 0, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER},
+    {"soml", 0, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER},
+    {"saml", 0, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER},
+    {"etrn", 0, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER},
     /* RFC 4954 4: AUTH ends a pipelined group (the server must answer it
      * before the client can know what follows) */
-    {"auth", CMD_LAST | CMD_NEED_TLS, "AUTH mechanism [initial-response]", check_auth,
-     proceed_auth},
+    {"auth", CMD_LAST | CMD_NEED_TLS, "AUTH mechanism [initial-response]", check_auth, proceed_auth,
+     SESS_STAGE_AUTH},
 };
 
 static inline uint32_t verb_key(const char *p)
@@ -1193,7 +1225,9 @@ static void on_line(struct sess *s, const struct scan_line *l, bool more)
 	int rc;
 
 	s->stats->cmds++;
+	s->stage = SESS_STAGE_OTHER;
 	if (s->auth_step) {
+		s->stage = SESS_STAGE_AUTH;
 		auth_response(s, l->p, l->len);
 		return;
 	}
@@ -1214,12 +1248,15 @@ static void on_line(struct sess *s, const struct scan_line *l, bool more)
 		return;
 	}
 	d = cmd_lookup(l->p, l->len);
+	if (d)
+		s->stage = d->stage;
 	if (!d) {
 		/* STARTTLS is the one common 8-letter verb. */
 		if (l->len >= 8 && ieq_prefix(l->p, l->len, "starttls") &&
 		    (l->len == 8 || l->p[8] == ' ')) {
 			if (more)
 				s->stats->pipelining_violations++; /* RFC 3207 4 */
+			s->stage = SESS_STAGE_STARTTLS;
 			starttls(s, l);
 		} else {
 			reply(s, R_UNKNOWN);
@@ -1264,6 +1301,7 @@ static void end_data(struct sess *s)
 	const struct scan_data_stats *ds = &s->scan.ds;
 	bool bare = ds->bare_lf != 0;
 
+	s->stage = SESS_STAGE_EOD;
 	s->stats->bare_lf_lines += ds->bare_lf;
 	s->stats->bare_cr += ds->bare_cr;
 	s->stats->long_body_lines += ds->long_lines;
@@ -1342,6 +1380,7 @@ void sess_start(struct sess *s, const struct sess_cfg *cfg, struct sess_stats *s
 	s->state = SESS_ST_INIT;
 	scan_init(&s->scan, carry, cfg->line_max);
 	stats->sessions++;
+	stats->replies[R_GREETING]++;
 	/* RFC 5321 4.2: the greeting carries no enhanced code (RFC 2034 3). */
 	put(s, "220 ", 4);
 	puts_(s, cfg->hostname);
@@ -1433,6 +1472,7 @@ unsigned sess_timeout(struct sess *s)
 {
 	if (s->state == SESS_ST_CLOSING)
 		return SESS_ACT_CLOSE;
+	s->stage = SESS_STAGE_OTHER;
 	reply(s, R_421_TIMEOUT);
 	s->state = SESS_ST_CLOSING;
 	return SESS_ACT_CLOSE;
@@ -1444,6 +1484,7 @@ unsigned sess_shutdown(struct sess *s, bool force)
 		return SESS_ACT_CLOSE;
 	if (sess_in_content(s) && !force)
 		return 0;
+	s->stage = SESS_STAGE_OTHER;
 	stop_session(s);
 	return SESS_ACT_CLOSE;
 }

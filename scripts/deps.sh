@@ -5,6 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config git clang libclang-rt-dev
       liburing-dev libjemalloc-dev libcriterion-dev libjansson-dev libssl-dev openssl
+      libmicrohttpd-dev prometheus
       swaks msmtp curl python3 python3-aiosmtpd libnet-ssleay-perl libio-socket-ssl-perl
       libauthen-sasl-perl postfix)
 # libclang-rt-dev carries libFuzzer's runtime; clang only recommends it.

@@ -97,6 +97,8 @@ static void usage(void)
 	       "  -j, --json FILE          write the final summary with every counter as JSON\n"
 	       "  -n, --exit-after N       stop after N messages were accepted\n"
 	       "      --max-runtime DUR    stop after this long\n"
+	       "      --http ADDR:PORT     admin HTTP: /metrics (Prometheus), /livez, /readyz,\n"
+	       "                           /api/v1/stats, POST /api/v1/reset [off]\n"
 	       "      --expect EXPR        when the sink stops, check a counter of the report:\n"
 	       "                           NAME=N, NAME!=N, NAME>=N, NAME<=N, NAME>N, NAME<N\n"
 	       "                           (e.g. messages=10, rejected_messages=0,\n"
@@ -362,7 +364,8 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 		O_AUTH_INSECURE,
 		O_REQ_AUTH,
 		O_EXPECT,
-		O_MAX_RUNTIME
+		O_MAX_RUNTIME,
+		O_HTTP
 	};
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
@@ -399,6 +402,7 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 	    {"require-auth", no_argument, NULL, O_REQ_AUTH},
 	    {"expect", required_argument, NULL, O_EXPECT},
 	    {"max-runtime", required_argument, NULL, O_MAX_RUNTIME},
+	    {"http", required_argument, NULL, O_HTTP},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},
@@ -549,6 +553,13 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 		case O_EXPECT:
 			parse_expect(cfg, optarg);
 			break;
+		case O_HTTP: {
+			char err[128];
+			if (addr_parse(optarg, 1, &cfg->http.ss, &cfg->http.len, err, sizeof(err)))
+				usage_error("invalid --http '%s': %s", optarg, err);
+			snprintf(cfg->http.text, sizeof(cfg->http.text), "%s", optarg);
+			break;
+		}
 		case O_MAX_RUNTIME:
 			cfg->max_runtime_ns = opt_duration("--max-runtime", optarg);
 			break;

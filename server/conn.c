@@ -42,6 +42,9 @@
 #include "server.h"
 #include "tls.h"
 
+/* smtpsink_session_duration_seconds bucket bounds (seconds) */
+const double server_session_bounds[SERVER_SESSION_BUCKETS - 1] = {0.01, 0.1, 1, 10, 60, 300, 3600};
+
 /* --- per-state lists (timers) --------------------------------------- */
 
 static void list_append(struct conn_list *l, struct conn *c)
@@ -588,6 +591,7 @@ struct conn *conn_open(struct worker *w, int fd, bool tls)
 	c->wire.inflight = NULL;
 	c->w = w;
 	c->fd = fd;
+	c->opened_ns = w->now;
 	/* Replies are already batched per read; Nagle would only add delay
 	 * when a reply follows an unacknowledged one. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -629,6 +633,15 @@ void conn_release(struct conn *c)
 	tls_conn_free(c->tls);
 	c->tls = NULL;
 	w->st.conns_closed++;
+	{
+		uint64_t ms = (w->now - c->opened_ns) / 1000000;
+		unsigned b = 0;
+		while (b < SERVER_SESSION_BUCKETS - 1 &&
+		       (double)ms > server_session_bounds[b] * 1e3)
+			b++;
+		w->st.session_hist[b]++;
+		w->st.session_ms += ms;
+	}
 	atomic_fetch_sub_explicit(&w->active, 1, memory_order_relaxed);
 	server_unadmit(w->srv);
 	/* Big buffers from a pathological client are not kept in the pool. */

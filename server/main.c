@@ -263,6 +263,8 @@ int main(int argc, char **argv)
 	for (int i = 0; i < srv.nworkers; i++)
 		worker_init(&srv.workers[i], &srv, i, ops);
 	srv.start_ns = now_ns();
+	srv.start_unix = (double)time(NULL);
+	pthread_mutex_init(&srv.base_lock, NULL);
 	ret = srv.backend == IO_URING ? uring_start(&srv) : epoll_start(&srv);
 	if (ret)
 		die("cannot start %s workers: %s", ops->name, strerror(-ret));
@@ -273,6 +275,12 @@ int main(int argc, char **argv)
 	for (int i = 0; i < cfg->nlisten; i++)
 		printf("%s: listening on %s%s\n", prog, cfg->listen[i].text,
 		       cfg->listen[i].tls ? " (TLS)" : "");
+	if (cfg->http.len) {
+		char err[200];
+		if (http_start(&srv, err, sizeof(err)))
+			die("%s", err);
+		printf("%s: http on %s\n", prog, cfg->http.text);
+	}
 	if (cfg->ready_file)
 		write_ready_file(cfg);
 	printf("%s: ready\n", prog);
@@ -324,12 +332,13 @@ int main(int argc, char **argv)
 	}
 	if (srv.have_acceptor)
 		pthread_join(srv.acceptor, NULL);
+	http_stop();
 	for (int i = 0; i < cfg->nlisten; i++)
 		if (cfg->listen[i].fd >= 0)
 			close(cfg->listen[i].fd);
 
 	double secs = (double)(now_ns() - srv.start_ns) / 1e9;
-	stats_sum(&srv, &tot, false);
+	stats_current(&srv, &tot, false);
 	if (cfg->verify)
 		tot.verify.duplicate += verify_merge(&srv.workers[0].vw, srv.nworkers,
 		                                     sizeof(srv.workers[0]), &srv.verify_run);

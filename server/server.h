@@ -99,6 +99,7 @@ struct server_cfg {
 	struct expect expects[SINK_MAX_EXPECT];
 	int nexpects;
 	uint64_t max_runtime_ns; /* 0 = none */
+	struct listen_addr http; /* --http; http.len == 0: off */
 	const char *auth_file;   /* NULL with --auth any */
 	struct auth_user *users; /* --auth FILE */
 	size_t nusers;
@@ -130,11 +131,18 @@ struct server_cfg {
 	X(loops, "loops", "event loop iterations")                                                 \
 	X(cqes, "cqes", "io_uring completions handled")
 
+/* Session durations for a histogram (smtpsink_session_duration_seconds):
+ * upper bounds in seconds; the last bucket is +Inf. */
+#define SERVER_SESSION_BUCKETS 8
+extern const double server_session_bounds[SERVER_SESSION_BUCKETS - 1];
+
 struct server_stats {
 	struct sess_stats sess;
 #define SERVER_X_FIELD(f, name, doc) uint64_t f;
 	SERVER_COUNTERS(SERVER_X_FIELD)
 #undef SERVER_X_FIELD
+	uint64_t session_hist[SERVER_SESSION_BUCKETS];
+	uint64_t session_ms; /* sum of session durations */
 	struct verify_stats verify;
 };
 
@@ -195,6 +203,7 @@ struct worker {
 	uint64_t id_seq;          /* queue-id counter */
 	uint64_t now;             /* clock at the top of this loop turn */
 	uint64_t last_publish;
+	uint64_t published_loops; /* st.loops at the last publish */
 	struct conn_list lists[CONN_NSTATES];
 	struct conn *free_conns;     /* recycled connection objects */
 	struct conn *dirty;          /* connections to sync with their sockets */
@@ -234,7 +243,8 @@ struct conn {
 	char *held;
 	uint32_t held_len, held_off, held_cap;
 	uint32_t sess_msgs_seen;
-	uint64_t since_ns;        /* SESSION: last progress; CLOSING: entered */
+	uint64_t since_ns; /* SESSION: last progress; CLOSING: entered */
+	uint64_t opened_ns;
 	struct conn *prev, *next; /* in w->lists[state] */
 	struct conn *dirty_next;
 	union {
@@ -269,6 +279,11 @@ struct server {
 	pthread_t acceptor;
 	bool have_acceptor;
 	uint64_t start_ns;
+	double start_unix;
+	/* POST /api/v1/reset: counters are reported relative to this */
+	pthread_mutex_t base_lock;
+	struct server_stats base;
+	uint64_t base_rejected, base_accept_errors;
 	uint64_t verify_run; /* smtpbench run id seen by --verify */
 };
 
@@ -340,6 +355,15 @@ extern const struct backend_ops uring_ops, epoll_ops;
 
 /* stats.c */
 void stats_sum(struct server *srv, struct server_stats *tot, bool live);
+/* stats_current - the sum since the last reset (what every report shows) */
+void stats_current(struct server *srv, struct server_stats *tot, bool live);
+void stats_reset(struct server *srv);
+uint64_t stats_rejected(struct server *srv);
+uint64_t stats_accept_errors(struct server *srv);
+
+/* http.c - --http admin endpoint */
+int http_start(struct server *srv, char *err, size_t errlen);
+void http_stop(void);
 void stats_progress(struct server *srv, uint64_t now, uint64_t *last_msgs, uint64_t *last_bytes,
                     uint64_t *last_ns);
 void stats_summary(struct server *srv, const struct server_stats *tot, double secs);

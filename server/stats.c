@@ -41,6 +41,49 @@ void stats_sum(struct server *srv, struct server_stats *tot, bool live)
 		add_all(tot, live ? &srv->workers[i].snap : &srv->workers[i].st, live);
 }
 
+void stats_current(struct server *srv, struct server_stats *tot, bool live)
+{
+	uint64_t *d = (uint64_t *)tot;
+	const uint64_t *b = (const uint64_t *)&srv->base;
+
+	stats_sum(srv, tot, live);
+	pthread_mutex_lock(&srv->base_lock);
+	for (size_t i = 0; i < sizeof(*tot) / sizeof(uint64_t); i++)
+		d[i] -= b[i];
+	pthread_mutex_unlock(&srv->base_lock);
+}
+
+/* stats_reset - from now on, report counts from zero (the workers' own
+ * counters are theirs alone; only the baseline moves). */
+void stats_reset(struct server *srv)
+{
+	struct server_stats now;
+
+	stats_sum(srv, &now, true);
+	pthread_mutex_lock(&srv->base_lock);
+	srv->base = now;
+	srv->base_rejected = atomic_load(&srv->rejected);
+	srv->base_accept_errors = atomic_load(&srv->accept_errors);
+	pthread_mutex_unlock(&srv->base_lock);
+	atomic_store(&srv->conns_peak, atomic_load(&srv->conns));
+}
+
+uint64_t stats_rejected(struct server *srv)
+{
+	pthread_mutex_lock(&srv->base_lock);
+	uint64_t v = atomic_load(&srv->rejected) - srv->base_rejected;
+	pthread_mutex_unlock(&srv->base_lock);
+	return v;
+}
+
+uint64_t stats_accept_errors(struct server *srv)
+{
+	pthread_mutex_lock(&srv->base_lock);
+	uint64_t v = atomic_load(&srv->accept_errors) - srv->base_accept_errors;
+	pthread_mutex_unlock(&srv->base_lock);
+	return v;
+}
+
 static const uint64_t *server_counters(const struct server_stats *t)
 {
 	return &t->conns_accepted; /* SERVER_COUNTERS fields are contiguous */
@@ -141,7 +184,7 @@ void stats_summary(struct server *srv, const struct server_stats *t, double secs
 	        "  cpu          %.2f s (%.2f us/msg), max RSS %ld KiB\n"
 	        "  counters    ",
 	        backend_name(srv), srv->nworkers, secs, (unsigned long long)t->conns_accepted,
-	        (unsigned long long)atomic_load(&srv->rejected),
+	        (unsigned long long)stats_rejected(srv),
 	        (unsigned long long)atomic_load(&srv->conns_peak), (unsigned long long)s->msgs,
 	        secs > 0 ? (double)s->msgs / secs : 0.0, (unsigned long long)s->rejected_msgs,
 	        (unsigned long long)s->msg_bytes, (unsigned long long)s->rcpts, cpu,
@@ -168,10 +211,9 @@ json_t *stats_report(struct server *srv, const struct server_stats *t, double se
 		json_object_set_new(ctr, server_counter_names[i], json_integer((json_int_t)xv[i]));
 	json_object_set_new(ctr, "conns_peak",
 	                    json_integer((json_int_t)atomic_load(&srv->conns_peak)));
-	json_object_set_new(ctr, "conns_rejected",
-	                    json_integer((json_int_t)atomic_load(&srv->rejected)));
+	json_object_set_new(ctr, "conns_rejected", json_integer((json_int_t)stats_rejected(srv)));
 	json_object_set_new(ctr, "accept_errors",
-	                    json_integer((json_int_t)atomic_load(&srv->accept_errors)));
+	                    json_integer((json_int_t)stats_accept_errors(srv)));
 	json_object_set_new(root, "program", json_string("smtpsink"));
 	json_object_set_new(root, "schema", json_integer(1));
 	json_object_set_new(root, "version", json_string(SINK_VERSION));

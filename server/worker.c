@@ -35,7 +35,7 @@
 #include "tls.h"
 
 #define TICK_MAX_NS (1000ull * 1000 * 1000) /* wake at least this often */
-#define PUBLISH_NS  (100ull * 1000 * 1000)  /* counters for the main thread */
+#define PUBLISH_NS  (10ull * 1000 * 1000)   /* counters for main and --http */
 
 uint64_t now_ns(void)
 {
@@ -138,6 +138,7 @@ void worker_publish(struct worker *w)
 	for (size_t i = 0; i < sizeof(w->st) / sizeof(uint64_t); i++)
 		__atomic_store_n(&d[i], s[i], __ATOMIC_RELAXED);
 	w->last_publish = w->now;
+	w->published_loops = w->st.loops;
 }
 
 static uint64_t min_u64(uint64_t a, uint64_t b)
@@ -318,7 +319,12 @@ void *worker_main(void *arg)
 			    atomic_load_explicit(&srv->acceptor_stopped, memory_order_acquire);
 			just_stopped = w->handoffs_done; /* one more pass, without waiting */
 		}
-		w->ops->wait(w, w->dirty || just_stopped ? 0 : next > w->now ? next - w->now : 0);
+		uint64_t timeout = w->dirty || just_stopped ? 0 : next > w->now ? next - w->now : 0;
+		/* About to sleep: publish what happened since the last snapshot,
+		 * so readers (progress line, --http) never see stale counts. */
+		if (timeout >= PUBLISH_NS && w->published_loops != w->st.loops)
+			worker_publish(w);
+		w->ops->wait(w, timeout);
 		w->st.loops++;
 		if (w->now - w->last_publish >= PUBLISH_NS)
 			worker_publish(w);

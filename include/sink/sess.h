@@ -112,16 +112,47 @@ int sess_bare_lf_by_name(const char *name);
 	X(auth_login_failed, "auth_login_failed", "AUTH LOGIN answered 535")                       \
 	X(auth_aborted, "auth_aborted", "AUTH cancelled by the client with * (501)")
 
+/* Message sizes for a histogram (Prometheus smtpsink_message_size_bytes):
+ * upper bounds in octets; the last bucket is +Inf. */
+#define SESS_SIZE_BUCKETS 10
+extern const uint64_t sess_size_bounds[SESS_SIZE_BUCKETS - 1];
+/* Replies by the session's reply table row (see sess_reply_code). */
+#define SESS_REPLY_KINDS 64
+
+/* What a reply answers: the stage of the session. */
+enum sess_stage {
+	SESS_STAGE_CONNECT = 0, /* the greeting */
+	SESS_STAGE_HELO,        /* HELO/EHLO */
+	SESS_STAGE_MAIL,
+	SESS_STAGE_RCPT,
+	SESS_STAGE_DATA, /* the reply to DATA itself (354 or an error) */
+	SESS_STAGE_EOD,  /* the reply after the message content */
+	SESS_STAGE_BDAT,
+	SESS_STAGE_AUTH,
+	SESS_STAGE_STARTTLS,
+	SESS_STAGE_OTHER,
+	SESS_NSTAGES,
+};
+extern const char *const sess_stage_names[SESS_NSTAGES];
+
 struct sess_stats {
 #define SESS_X_FIELD(f, name, doc) uint64_t f;
 	SESS_COUNTERS(SESS_X_FIELD)
 #undef SESS_X_FIELD
+	uint64_t size_hist[SESS_SIZE_BUCKETS]; /* accepted messages by size */
+	uint64_t replies[SESS_REPLY_KINDS];    /* replies sent, by reply table row */
+	uint64_t refused[SESS_NSTAGES];        /* 4xx/5xx replies, by stage */
 };
+
+/* sess_reply_code - the code ("250") of reply kind k; NULL past the table. */
+const char *sess_reply_code(unsigned k);
 
 /* sess_counter_names / _docs - JSON names and descriptions in struct order. */
 extern const char *const sess_counter_names[];
 extern const char *const sess_counter_docs[];
-#define SESS_NCOUNTERS (sizeof(struct sess_stats) / sizeof(uint64_t))
+#define SESS_X_ONE(f, name, doc) +1
+enum { SESS_NCOUNTERS = 0 SESS_COUNTERS(SESS_X_ONE) };
+#undef SESS_X_ONE
 
 enum sess_state {
 	SESS_ST_INIT = 0, /* need HELO/EHLO */
@@ -188,6 +219,7 @@ struct sess {
 	uint32_t nrcpt;
 	uint32_t nrcpt_refused; /* 452s for too many recipients in this transaction */
 	uint32_t msgs;          /* messages accepted in this session */
+	uint8_t stage;          /* enum sess_stage of the command being answered */
 	uint8_t tls;            /* TLS is active (implicit, or after STARTTLS) */
 	uint8_t tls_pending;    /* STARTTLS answered: input is dropped until TLS */
 	uint8_t authed;         /* AUTH succeeded (RFC 4954 4: once per session) */

@@ -51,11 +51,13 @@ class Sink:
         self.port = None
         self.addrs = []
         self.tls_addrs = []
+        self.extra_lines = []  # everything printed on stdout until "ready"
         deadline = time.monotonic() + timeout * SLOW
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline().decode()
             if not line:
                 break
+            self.extra_lines.append(line)
             if "listening on" in line:
                 addr = line.split("listening on ", 1)[1].split()[0]
                 (self.tls_addrs if "(TLS)" in line else self.addrs).append(addr)

@@ -30,6 +30,7 @@
 #ifndef SINK_FAULT_H
 #define SINK_FAULT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -101,12 +102,11 @@ enum fault_src {
 };
 
 /* Limits, so a rule stays a small fixed thing. */
-#define FAULT_RULE_MAX       4096 /* octets of rule text */
-#define FAULT_GLOB_MAX       512  /* octets of a helo=/from=/to= pattern */
-#define FAULT_REPLY_MAX      4096 /* octets of a rendered reply (all lines, CRLFs) */
-#define FAULT_REPLY_LINE     512  /* RFC 5321 4.5.3.1.5: reply line incl. CRLF */
-#define FAULT_DELAY_MAX_NS   (24ull * 3600 * 1000000000) /* delay= at most 24h */
-#define FAULT_ADDR_REPLY_MAX 64                          /* rendered address-encoded reply */
+#define FAULT_RULE_MAX     4096 /* octets of rule text */
+#define FAULT_GLOB_MAX     512  /* octets of a helo=/from=/to= pattern */
+#define FAULT_REPLY_MAX    4096 /* octets of a rendered reply (all lines, CRLFs) */
+#define FAULT_REPLY_LINE   512  /* RFC 5321 4.5.3.1.5: reply line incl. CRLF */
+#define FAULT_DELAY_MAX_NS (24ull * 3600 * 1000000000) /* delay= at most 24h */
 
 /* Which words a rule has (struct fault_rule.have). */
 enum {
@@ -190,5 +190,109 @@ int fault_reply_render(const char *spec, size_t len, char *wire, size_t cap, cha
  * exact (h, m, s, ms, us, ns; 0 is "0s"); units_parse_duration_ns() reads
  * it back.  Returns the length (snprintf semantics). */
 size_t fault_duration_format(uint64_t ns, char *buf, size_t cap);
+
+/*
+ * Decisions
+ */
+
+/* What the session knows when it asks.  Strings are (pointer, length), not
+ * NUL-terminated; a NULL pointer means "not known at this point" and no
+ * MATCH on that field can succeed. */
+struct fault_ctx {
+	const struct fault_ip *client; /* NULL or family 0: unknown */
+	const char *helo;              /* HELO/EHLO argument (at helo/ehlo: this one) */
+	const char *from;              /* reverse-path without <>; "" = null sender */
+	const char *to;                /* forward-path without <> (rcpt only) */
+	size_t helo_len, from_len, to_len;
+	uint64_t size;   /* mail: SIZE= declared; eod/bdat: octets received so far */
+	bool has_size;   /* size is known (MAIL without SIZE=: false) */
+	uint64_t now_ns; /* since server start (window=, greylist, rate limit) */
+};
+
+struct fault_decision {
+	uint8_t src;           /* enum fault_src */
+	uint8_t act;           /* enum fault_act */
+	uint8_t close;         /* 421 reply: close after it (RFC 5321 4.2.2, 3.8) */
+	uint16_t code;         /* reply code with FAULT_ACT_REPLY */
+	uint32_t rule;         /* rule index, with FAULT_SRC_RULE */
+	uint64_t match;        /* that rule's match number that fired (1-based) */
+	uint64_t delay_ns;     /* wait before acting / before the normal reply */
+	uint64_t throttle_bps; /* from now on, this session's rate; 0 = unchanged */
+	const char *reply;     /* wire bytes with FAULT_ACT_REPLY */
+	size_t reply_len;
+};
+
+/* Per-rule counters, each rule on its own cache line so rules that fire on
+ * different workers do not share one. */
+struct fault_rule_ctr {
+	_Alignas(64) _Atomic uint64_t matched; /* stage, MATCHes and window held */
+	_Atomic uint64_t injected;             /* ... and the schedule fired */
+};
+
+/* The plan.  Fields are private to fault.c except through the functions
+ * below; the struct is public only so fault_plan_has() inlines. */
+struct fault_plan {
+	uint32_t stage_mask; /* FAULT_STAGE_BIT(st) when anything may act at st */
+	uint32_t nrules, cap;
+	uint64_t seed;
+	struct fault_rule **rules;
+	struct fault_rule_ctr *ctr;
+	uint32_t *idx;                    /* rule indexes per query stage, in rule order */
+	uint32_t off[FAULT_ST_COUNT + 1]; /* idx[off[st] .. off[st + 1]) */
+};
+
+/* fault_plan_new - empty plan; seed drives prob= (--seed, default 0 so that
+ * runs are reproducible unless asked otherwise).  NULL when out of memory. */
+struct fault_plan *fault_plan_new(uint64_t seed);
+void fault_plan_free(struct fault_plan *p);
+
+/* fault_plan_add - parse and append a rule (rules fire in the order added).
+ * Returns 0, -EINVAL (message in err, see fault_rule_parse), -ENOMEM. */
+int fault_plan_add(struct fault_plan *p, const char *rule, size_t len, char *err, size_t errlen);
+
+/* fault_plan_add_file - a --fault-file's contents: one rule per line, blank
+ * lines and lines whose first non-blank octet is '#' ignored, CRLF or LF.
+ * The error names the line: "line 3: column 6, 'x': ...".  On error the
+ * rules before the bad line stay added: discard the plan. */
+int fault_plan_add_file(struct fault_plan *p, const char *text, size_t len, char *err,
+                        size_t errlen);
+
+static inline uint32_t fault_plan_nrules(const struct fault_plan *p)
+{
+	return p ? p->nrules : 0;
+}
+
+static inline const struct fault_rule *fault_plan_rule(const struct fault_plan *p, uint32_t i)
+{
+	return p->rules[i];
+}
+
+/* fault_plan_counts - rule i's counters (relaxed reads: a snapshot that is
+ * exact once the workers are quiet). */
+void fault_plan_counts(const struct fault_plan *p, uint32_t i, uint64_t *matched,
+                       uint64_t *injected);
+/* fault_plan_injected - the rules' injections. */
+uint64_t fault_plan_injected(const struct fault_plan *p);
+
+/* fault_plan_has - may anything act at st?  One load and one test; NULL
+ * plan = nothing configured. */
+static inline bool fault_plan_has(const struct fault_plan *p, enum fault_stage st)
+{
+	return p && (p->stage_mask >> st & 1u);
+}
+
+bool fault_decide_slow(const struct fault_plan *p, enum fault_stage st, const struct fault_ctx *c,
+                       struct fault_decision *d);
+
+/* fault_decide - what now, at stage st?  false: nothing; send the normal
+ * reply (d untouched).  true: *d says what to do instead (see
+ * docs/faults.md: Integrating).  Thread-safe; no allocation. */
+static inline bool fault_decide(const struct fault_plan *p, enum fault_stage st,
+                                const struct fault_ctx *c, struct fault_decision *d)
+{
+	if (!fault_plan_has(p, st))
+		return false;
+	return fault_decide_slow(p, st, c, d);
+}
 
 #endif

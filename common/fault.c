@@ -27,6 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Stages at which an address can name a fault (fault_addr.c). */
+#define ADDR_MASK                                                                                  \
+	(FAULT_STAGE_BIT(FAULT_ST_MAIL) | FAULT_STAGE_BIT(FAULT_ST_RCPT) |                         \
+	 FAULT_STAGE_BIT(FAULT_ST_DATA) | FAULT_STAGE_BIT(FAULT_ST_EOD) |                          \
+	 FAULT_STAGE_BIT(FAULT_ST_BDAT) | FAULT_STAGE_BIT(FAULT_ST_BDAT_LAST))
+
 struct fault_plan *fault_plan_new(uint64_t seed)
 {
 	size_t sz = (sizeof(struct fault_plan) + 63) & ~(size_t)63;
@@ -36,6 +42,13 @@ struct fault_plan *fault_plan_new(uint64_t seed)
 		return NULL;
 	memset(p, 0, sz);
 	p->seed = seed;
+	p->addr_ctr = aligned_alloc(64, sizeof(*p->addr_ctr));
+	if (!p->addr_ctr) {
+		free(p);
+		return NULL;
+	}
+	atomic_init(&p->addr_ctr->matched, 0);
+	atomic_init(&p->addr_ctr->injected, 0);
 	return p;
 }
 
@@ -48,6 +61,7 @@ void fault_plan_free(struct fault_plan *p)
 	free(p->rules);
 	free(p->ctr);
 	free(p->idx);
+	free(p->addr_ctr);
 	free(p);
 }
 
@@ -58,6 +72,8 @@ static void update_mask(struct fault_plan *p)
 
 	for (uint32_t i = 0; i < p->nrules; i++)
 		m |= p->rules[i]->stage_mask;
+	if (p->address_faults)
+		m |= ADDR_MASK;
 	p->stage_mask = m;
 }
 
@@ -159,6 +175,12 @@ int fault_plan_add_file(struct fault_plan *p, const char *text, size_t len, char
 	return 0;
 }
 
+void fault_plan_set_address_faults(struct fault_plan *p, bool on)
+{
+	p->address_faults = on;
+	update_mask(p);
+}
+
 void fault_plan_counts(const struct fault_plan *p, uint32_t i, uint64_t *matched,
                        uint64_t *injected)
 {
@@ -174,7 +196,7 @@ uint64_t fault_plan_injected(const struct fault_plan *p)
 		return 0;
 	for (uint32_t i = 0; i < p->nrules; i++)
 		n += atomic_load_explicit(&p->ctr[i].injected, memory_order_relaxed);
-	return n;
+	return n + atomic_load_explicit(&p->addr_ctr->injected, memory_order_relaxed);
 }
 
 /* mix64 - splitmix64's finaliser (Steele, Lea, Flood 2014): a bijection
@@ -279,6 +301,35 @@ static void reply_from(struct fault_decision *d, uint8_t src, const char *wire, 
 	d->close = d->code == 421;
 }
 
+/* addr_stage_hit - an address fault for stage fs acts at query stage st. */
+static bool addr_stage_hit(unsigned fs, enum fault_stage st)
+{
+	return fs == (unsigned)st ||
+	       (st == FAULT_ST_BDAT_LAST && (fs == FAULT_ST_BDAT || fs == FAULT_ST_EOD));
+}
+
+static bool addr_decide(const struct fault_plan *p, enum fault_stage st, const struct fault_ctx *c,
+                        struct fault_decision *d)
+{
+	struct fault_addr_fault f;
+
+	/* The sender first: it may name any later stage of its transaction;
+	 * a recipient names only its own RCPT. */
+	if (!(c->from && fault_addr_parse(c->from, c->from_len, true, &f) &&
+	      addr_stage_hit(f.stage, st)) &&
+	    !(st == FAULT_ST_RCPT && c->to && fault_addr_parse(c->to, c->to_len, false, &f)))
+		return false;
+	clear(d, FAULT_SRC_ADDRESS);
+	if (f.act == FAULT_ACT_REPLY) {
+		size_t n = fault_addr_reply(&f, d->buf, sizeof(d->buf));
+		reply_from(d, FAULT_SRC_ADDRESS, d->buf, n);
+	}
+	d->act = f.act;
+	d->delay_ns = f.delay_ns;
+	atomic_fetch_add_explicit(&p->addr_ctr->injected, 1, memory_order_relaxed);
+	return true;
+}
+
 bool fault_decide_slow(const struct fault_plan *p, enum fault_stage st, const struct fault_ctx *c,
                        struct fault_decision *d)
 {
@@ -300,5 +351,8 @@ bool fault_decide_slow(const struct fault_plan *p, enum fault_stage st, const st
 		d->throttle_bps = r->throttle_bps;
 		return true;
 	}
+	/* 2. address-encoded faults */
+	if (p->address_faults && (ADDR_MASK >> st & 1u) && addr_decide(p, st, c, d))
+		return true;
 	return false;
 }

@@ -102,11 +102,12 @@ enum fault_src {
 };
 
 /* Limits, so a rule stays a small fixed thing. */
-#define FAULT_RULE_MAX     4096 /* octets of rule text */
-#define FAULT_GLOB_MAX     512  /* octets of a helo=/from=/to= pattern */
-#define FAULT_REPLY_MAX    4096 /* octets of a rendered reply (all lines, CRLFs) */
-#define FAULT_REPLY_LINE   512  /* RFC 5321 4.5.3.1.5: reply line incl. CRLF */
-#define FAULT_DELAY_MAX_NS (24ull * 3600 * 1000000000) /* delay= at most 24h */
+#define FAULT_RULE_MAX       4096 /* octets of rule text */
+#define FAULT_GLOB_MAX       512  /* octets of a helo=/from=/to= pattern */
+#define FAULT_REPLY_MAX      4096 /* octets of a rendered reply (all lines, CRLFs) */
+#define FAULT_REPLY_LINE     512  /* RFC 5321 4.5.3.1.5: reply line incl. CRLF */
+#define FAULT_DELAY_MAX_NS   (24ull * 3600 * 1000000000) /* delay= at most 24h */
+#define FAULT_ADDR_REPLY_MAX 64                          /* rendered address-encoded reply */
 
 /* Which words a rule has (struct fault_rule.have). */
 enum {
@@ -218,8 +219,9 @@ struct fault_decision {
 	uint64_t match;        /* that rule's match number that fired (1-based) */
 	uint64_t delay_ns;     /* wait before acting / before the normal reply */
 	uint64_t throttle_bps; /* from now on, this session's rate; 0 = unchanged */
-	const char *reply;     /* wire bytes with FAULT_ACT_REPLY */
+	const char *reply;     /* wire bytes with FAULT_ACT_REPLY; may point into buf */
 	size_t reply_len;
+	char buf[FAULT_ADDR_REPLY_MAX]; /* storage for address-encoded replies */
 };
 
 /* Per-rule counters, each rule on its own cache line so rules that fire on
@@ -239,6 +241,8 @@ struct fault_plan {
 	struct fault_rule_ctr *ctr;
 	uint32_t *idx;                    /* rule indexes per query stage, in rule order */
 	uint32_t off[FAULT_ST_COUNT + 1]; /* idx[off[st] .. off[st + 1]) */
+	bool address_faults;
+	struct fault_rule_ctr *addr_ctr; /* address-encoded faults injected */
 };
 
 /* fault_plan_new - empty plan; seed drives prob= (--seed, default 0 so that
@@ -257,6 +261,10 @@ int fault_plan_add(struct fault_plan *p, const char *rule, size_t len, char *err
 int fault_plan_add_file(struct fault_plan *p, const char *text, size_t len, char *err,
                         size_t errlen);
 
+/* fault_plan_set_address_faults - also ask address-encoded faults (below),
+ * after the rules. */
+void fault_plan_set_address_faults(struct fault_plan *p, bool on);
+
 static inline uint32_t fault_plan_nrules(const struct fault_plan *p)
 {
 	return p ? p->nrules : 0;
@@ -271,7 +279,8 @@ static inline const struct fault_rule *fault_plan_rule(const struct fault_plan *
  * exact once the workers are quiet). */
 void fault_plan_counts(const struct fault_plan *p, uint32_t i, uint64_t *matched,
                        uint64_t *injected);
-/* fault_plan_injected - the rules' injections. */
+/* fault_plan_injected - rules' injections plus address-encoded faults (not
+ * greylist / rate decisions: those are counted by their policies). */
 uint64_t fault_plan_injected(const struct fault_plan *p);
 
 /* fault_plan_has - may anything act at st?  One load and one test; NULL
@@ -294,5 +303,27 @@ static inline bool fault_decide(const struct fault_plan *p, enum fault_stage st,
 		return false;
 	return fault_decide_slow(p, st, c, d);
 }
+
+/*
+ * Address-encoded faults (--address-faults): the local part of MAIL FROM or
+ * RCPT TO names the fault, e.g. RCPT TO:<reply-550-5.1.1@any.test>.  See
+ * docs/faults.md for the forms.
+ */
+struct fault_addr_fault {
+	uint8_t stage;     /* enum fault_stage it acts at */
+	uint8_t act;       /* enum fault_act (NONE: delay only) */
+	uint16_t code;     /* with FAULT_ACT_REPLY */
+	char esc[12];      /* enhanced code or "" */
+	uint64_t delay_ns; /* delay-DUR */
+};
+
+/* fault_addr_parse - does addr[0..len) encode a fault?  sender: it is the
+ * MAIL FROM address (which may name a later stage: rcpt-, data-, eod-,
+ * bdat-); otherwise a RCPT TO address (acts at rcpt only). */
+bool fault_addr_parse(const char *addr, size_t len, bool sender, struct fault_addr_fault *f);
+
+/* fault_addr_reply - render f's reply ("550 5.1.1 <default text>\r\n");
+ * returns the length (snprintf semantics, < FAULT_ADDR_REPLY_MAX always). */
+size_t fault_addr_reply(const struct fault_addr_fault *f, char *buf, size_t cap);
 
 #endif

@@ -87,6 +87,13 @@ Test(fault_decide, stage_bitmap)
 	/* ... and so does a rule that does not match */
 	cr_assert(!ask(p, FAULT_ST_RCPT, &c, &d));
 	cr_assert_eq(memcmp(&d, &z, sizeof(d)), 0);
+	fault_plan_set_address_faults(p, true);
+	for (unsigned st = FAULT_ST_MAIL; st <= FAULT_ST_BDAT; st++)
+		cr_assert(fault_plan_has(p, st));
+	cr_assert(fault_plan_has(p, FAULT_ST_BDAT_LAST));
+	cr_assert(!fault_plan_has(p, FAULT_ST_QUIT));
+	fault_plan_set_address_faults(p, false);
+	cr_assert(!fault_plan_has(p, FAULT_ST_MAIL));
 	fault_plan_free(p);
 }
 

@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sink/fault_policy.h"
+
 /* Stages at which an address can name a fault (fault_addr.c). */
 #define ADDR_MASK                                                                                  \
 	(FAULT_STAGE_BIT(FAULT_ST_MAIL) | FAULT_STAGE_BIT(FAULT_ST_RCPT) |                         \
@@ -74,6 +76,10 @@ static void update_mask(struct fault_plan *p)
 		m |= p->rules[i]->stage_mask;
 	if (p->address_faults)
 		m |= ADDR_MASK;
+	if (p->rate)
+		m |= FAULT_STAGE_BIT(FAULT_ST_MAIL);
+	if (p->greylist)
+		m |= FAULT_STAGE_BIT(FAULT_ST_RCPT);
 	p->stage_mask = m;
 }
 
@@ -178,6 +184,18 @@ int fault_plan_add_file(struct fault_plan *p, const char *text, size_t len, char
 void fault_plan_set_address_faults(struct fault_plan *p, bool on)
 {
 	p->address_faults = on;
+	update_mask(p);
+}
+
+void fault_plan_set_greylist(struct fault_plan *p, struct fault_greylist *g)
+{
+	p->greylist = g;
+	update_mask(p);
+}
+
+void fault_plan_set_rate(struct fault_plan *p, struct fault_rate *r)
+{
+	p->rate = r;
 	update_mask(p);
 }
 
@@ -354,5 +372,22 @@ bool fault_decide_slow(const struct fault_plan *p, enum fault_stage st, const st
 	/* 2. address-encoded faults */
 	if (p->address_faults && (ADDR_MASK >> st & 1u) && addr_decide(p, st, c, d))
 		return true;
+	/* 3. the rate limit, at MAIL */
+	if (p->rate && st == FAULT_ST_MAIL &&
+	    !fault_rate_take(p->rate, c->client, c->from, c->from_len, c->now_ns)) {
+		size_t n;
+		const char *w = fault_rate_reply(p->rate, &n);
+		reply_from(d, FAULT_SRC_RATE, w, n);
+		return true;
+	}
+	/* 4. greylisting, at RCPT, as Harris 2003 and RFC 6647 describe it */
+	if (p->greylist && st == FAULT_ST_RCPT && c->from && c->to &&
+	    fault_greylist_check(p->greylist, c->client, c->from, c->from_len, c->to, c->to_len,
+	                         c->now_ns) != FAULT_GREY_PASS) {
+		size_t n;
+		const char *w = fault_greylist_reply(p->greylist, &n);
+		reply_from(d, FAULT_SRC_GREYLIST, w, n);
+		return true;
+	}
 	return false;
 }

@@ -231,6 +231,9 @@ struct fault_rule_ctr {
 	_Atomic uint64_t injected;             /* ... and the schedule fired */
 };
 
+struct fault_greylist;
+struct fault_rate;
+
 /* The plan.  Fields are private to fault.c except through the functions
  * below; the struct is public only so fault_plan_has() inlines. */
 struct fault_plan {
@@ -242,6 +245,8 @@ struct fault_plan {
 	uint32_t *idx;                    /* rule indexes per query stage, in rule order */
 	uint32_t off[FAULT_ST_COUNT + 1]; /* idx[off[st] .. off[st + 1]) */
 	bool address_faults;
+	struct fault_greylist *greylist; /* not owned */
+	struct fault_rate *rate;         /* not owned */
 	struct fault_rule_ctr *addr_ctr; /* address-encoded faults injected */
 };
 
@@ -261,9 +266,11 @@ int fault_plan_add(struct fault_plan *p, const char *rule, size_t len, char *err
 int fault_plan_add_file(struct fault_plan *p, const char *text, size_t len, char *err,
                         size_t errlen);
 
-/* fault_plan_set_address_faults - also ask address-encoded faults (below),
- * after the rules. */
+/* Policies asked after the rules (not owned: the caller keeps them across
+ * plan reloads so greylist and rate state survive SIGHUP). */
 void fault_plan_set_address_faults(struct fault_plan *p, bool on);
+void fault_plan_set_greylist(struct fault_plan *p, struct fault_greylist *g);
+void fault_plan_set_rate(struct fault_plan *p, struct fault_rate *r);
 
 static inline uint32_t fault_plan_nrules(const struct fault_plan *p)
 {

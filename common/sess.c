@@ -62,6 +62,7 @@ enum reply_id {
 	R_421_ERRORS,
 	R_421_TIMEOUT,
 	R_421_SHUTDOWN,
+	R_421_MSGS,
 	R_STARTTLS_GO,
 	R_TLS_ACTIVE,
 	R_NEED_TLS,
@@ -156,6 +157,9 @@ static const struct reply_def reply_table[R_COUNT] = {
                        RF_HOST | RF_NOERROR},
     [R_421_SHUTDOWN] = {"421", "4.3.2", "Service shutting down", CTR(shutdowns),
                         RF_HOST | RF_NOERROR},
+    /* --max-msgs-per-session, as large providers end long sessions */
+    [R_421_MSGS] = {"421", "4.7.0", "Error: too many messages in this session",
+                    CTR(msgs_per_session_close), RF_HOST | RF_NOERROR},
     /* RFC 3207 4 */
     [R_STARTTLS_GO] = {"220", "2.0.0", "Ready to start TLS", CTR(starttls), 0},
     [R_TLS_ACTIVE] = {"503", "5.5.1", "Error: TLS already active", CTR(err_sequence), 0},
@@ -215,6 +219,8 @@ struct cmd_ctx {
 	/* filled by check, used by proceed */
 	uint64_t n;
 	uint8_t flag;
+	uint8_t has_size; /* MAIL: SIZE= given (for fault matching) */
+	uint64_t size;
 };
 
 struct cmd_def {
@@ -226,7 +232,8 @@ struct cmd_def {
 	int (*check)(struct sess *s, struct cmd_ctx *c);
 	/* proceed - perform the command and queue its reply. */
 	void (*proceed)(struct sess *s, struct cmd_ctx *c);
-	uint8_t stage; /* enum sess_stage of its replies */
+	uint8_t stage;  /* enum sess_stage of its replies */
+	uint8_t fstage; /* enum fault_stage its reply is asked at; FAULT_ST_COUNT: none */
 };
 
 static const char crlf[2] = {'\r', '\n'};
@@ -504,6 +511,7 @@ static void tx_reset(struct sess *s)
 	s->bdat_last = 0;
 	s->tx_fail_reason = 0;
 	s->tx_size = 0;
+	s->f_has_from = 0;
 }
 
 static void content_begin(struct sess *s)
@@ -538,8 +546,13 @@ static void stop_session(struct sess *s)
 static void message_done(struct sess *s)
 {
 	tx_reset(s);
-	if (!may_start(s))
+	if (!may_start(s)) {
 		stop_session(s);
+	} else if (s->cfg->max_msgs_per_session && s->msgs >= s->cfg->max_msgs_per_session &&
+	           s->state != SESS_ST_CLOSING) {
+		reply(s, R_421_MSGS);
+		s->state = SESS_ST_CLOSING;
+	}
 }
 
 static void accept_message(struct sess *s, uint64_t size, bool noted)
@@ -563,6 +576,141 @@ static void reject_message(struct sess *s, enum reply_id why)
 	reply(s, why);
 }
 
+/* --- faults (fault.h): "what now?" before a reply ----------------------- */
+
+enum { DEFER_NONE = 0, DEFER_GREETING, DEFER_CMD, DEFER_EOD, DEFER_BDAT, DEFER_STARTTLS };
+enum fault_res { F_NORMAL, F_DONE, F_DEFER };
+
+/* path_of - the address in "FROM:<a@b> SIZE=1" / "TO: a@b" after skip
+ * octets: without the angle brackets and parameters. */
+static void path_of(const char *arg, size_t n, size_t skip, const char **p, size_t *len)
+{
+	size_t i = skip < n ? skip : n, start;
+
+	while (i < n && arg[i] == ' ')
+		i++;
+	if (i < n && arg[i] == '<') {
+		start = ++i;
+		while (i < n && arg[i] != '>')
+			i++;
+	} else {
+		start = i;
+		while (i < n && arg[i] != ' ')
+			i++;
+	}
+	*p = arg + start;
+	*len = i - start;
+}
+
+static void keep(char *dst, uint16_t *dlen, const char *src, size_t n, size_t cap)
+{
+	if (n > cap)
+		n = cap;
+	memcpy(dst, src, n);
+	*dlen = (uint16_t)n;
+}
+
+/* fault_ask - the host's "what now?" at stage st; helo: this command's
+ * argument at helo/ehlo (else the one kept), to: the RCPT being answered. */
+static bool fault_ask(struct sess *s, enum fault_stage st, const char *helo, size_t helo_len,
+                      const char *to, size_t to_len, bool has_size, uint64_t size,
+                      struct fault_decision *d)
+{
+	struct fault_ctx fc;
+
+	if (!s->cfg->faults || !s->policy_ops || !s->policy_ops->fault)
+		return false;
+	memset(&fc, 0, sizeof(fc));
+	fc.helo = helo ? helo : s->f_helo_len ? s->f_helo : NULL;
+	fc.helo_len = helo ? helo_len : s->f_helo_len;
+	fc.from = s->f_has_from ? s->f_from : NULL;
+	fc.from_len = s->f_from_len;
+	fc.to = to;
+	fc.to_len = to_len;
+	fc.has_size = has_size;
+	fc.size = size;
+	return s->policy_ops->fault(s->content_ctx, st, &fc, d);
+}
+
+/* fault_apply - act on d in place of the normal reply.  F_DEFER: delay=
+ * first: the session suspends and sess_resume() acts on the saved
+ * decision; F_DONE: the fault answered (or closes, or stalls); F_NORMAL:
+ * the normal reply follows.  Injected replies do not count towards
+ * --max-errors: a test that asks for 451s gets 451s, not a 421. */
+static enum fault_res fault_apply(struct sess *s, const struct fault_decision *d, bool resumed)
+{
+	if (d->delay_ns && !resumed) {
+		s->pending = *d;
+		if (d->reply >= d->buf && d->reply < d->buf + sizeof(d->buf))
+			s->pending.reply = s->pending.buf + (d->reply - d->buf);
+		s->suspend_ns = d->delay_ns;
+		s->suspended = 1;
+		s->stats->faults_delayed++;
+		return F_DEFER;
+	}
+	switch (d->act) {
+	case FAULT_ACT_REPLY:
+		put(s, d->reply, d->reply_len);
+		s->stats->faults_replied++;
+		if (d->code >= 400)
+			s->stats->refused[s->stage]++;
+		if (d->close) /* 421: RFC 5321 4.2.2, the server closes */
+			s->state = SESS_ST_CLOSING;
+		return F_DONE;
+	case FAULT_ACT_DROP:
+	case FAULT_ACT_RESET:
+		s->stats->faults_closed++;
+		s->fault_close = d->act == FAULT_ACT_DROP ? SESS_ACT_DROP : SESS_ACT_RESET;
+		s->state = SESS_ST_CLOSING;
+		return F_DONE;
+	case FAULT_ACT_STALL:
+		s->stats->faults_delayed++;
+		s->suspend_ns = 0; /* never resumed: held until the client leaves or idles out */
+		s->suspended = 1;
+		return F_DONE;
+	default:
+		return F_NORMAL;
+	}
+}
+
+/* acts - the SESS_ACT_* bits for the host, in order of precedence. */
+static unsigned acts(const struct sess *s)
+{
+	if (s->fault_close)
+		return s->fault_close;
+	if (s->suspended)
+		return SESS_ACT_SUSPEND;
+	if (s->tls_pending)
+		return SESS_ACT_STARTTLS;
+	if (s->state == SESS_ST_CLOSING)
+		return SESS_ACT_CLOSE;
+	return 0;
+}
+
+/* message_faulted - a fault answered the end of a message (eod, BDAT
+ * LAST): a 2xx accepts it (with the fault's text), anything else does not
+ * (RFC 5321 4.2.5: only a 2xx takes responsibility). */
+static void message_faulted(struct sess *s, const struct fault_decision *d, uint64_t size)
+{
+	if (d->act == FAULT_ACT_REPLY && d->code < 300) {
+		unsigned b = 0;
+		while (b < SESS_SIZE_BUCKETS - 1 && size > sess_size_bounds[b])
+			b++;
+		s->stats->size_hist[b]++;
+		s->stats->msgs++;
+		s->msgs++;
+		s->stats->msg_bytes += size;
+		content_end(s, true);
+	} else {
+		s->stats->rejected_msgs++;
+		content_end(s, false);
+	}
+	if (!s->suspended && !s->fault_close && s->state != SESS_ST_CLOSING)
+		message_done(s);
+	else
+		tx_reset(s);
+}
+
 /* --- commands ---------------------------------------------------------- */
 
 /* auth_offered - RFC 4954 4: AUTH only over TLS unless told otherwise
@@ -581,7 +729,8 @@ static int check_helo(struct sess *s, struct cmd_ctx *c)
 /* HELO/EHLO abort a transaction in progress (RFC 5321 4.1.4). */
 static void proceed_helo(struct sess *s, struct cmd_ctx *c)
 {
-	(void)c;
+	if (s->cfg->faults)
+		keep(s->f_helo, &s->f_helo_len, c->arg, c->arglen, sizeof(s->f_helo));
 	s->state = SESS_ST_READY;
 	tx_reset(s);
 	s->esmtp = 0;
@@ -598,7 +747,8 @@ static void proceed_ehlo(struct sess *s, struct cmd_ctx *c)
 	char size[32];
 	int n = 0;
 
-	(void)c;
+	if (s->cfg->faults)
+		keep(s->f_helo, &s->f_helo_len, c->arg, c->arglen, sizeof(s->f_helo));
 	s->state = SESS_ST_READY;
 	tx_reset(s);
 	s->esmtp = 1;
@@ -678,6 +828,8 @@ static int check_mail(struct sess *s, struct cmd_ctx *c)
 				return R_BAD_SIZE;
 			if (s->cfg->max_size && n > s->cfg->max_size)
 				return R_SIZE_LIMIT;
+			c->size = n;
+			c->has_size = 1;
 		} else if ((ext & SESS_EXT_8BITMIME) && ieq(k, kl, "body")) {
 			/* RFC 6152 2; BINARYMIME (RFC 3030) is not offered. */
 			if (!v || !(ieq(v, vl, "7bit") || ieq(v, vl, "8bitmime")))
@@ -828,7 +980,7 @@ static enum reply_id bdat_verdict(struct sess *s, uint64_t n)
 	return R_OK;
 }
 
-static void bdat_finish(struct sess *s);
+static void bdat_finish(struct sess *s, bool resumed);
 
 static void proceed_bdat(struct sess *s, struct cmd_ctx *c)
 {
@@ -855,17 +1007,44 @@ static void proceed_bdat(struct sess *s, struct cmd_ctx *c)
 	s->state = SESS_ST_BDAT;
 	scan_begin_bdat(&s->scan, c->n);
 	if (c->n == 0)
-		bdat_finish(s);
+		bdat_finish(s, false);
 }
 
 /* bdat_finish - the chunk's octets are consumed: reply (RFC 3030 2). */
-static void bdat_finish(struct sess *s)
+static void bdat_finish(struct sess *s, bool resumed)
 {
 	enum reply_id v = (enum reply_id)s->tx_fail_reason;
 
-	s->scan.mode = SCAN_MODE_CMD;
-	s->state = s->bdat_prev_state;
-	s->stage = SESS_STAGE_BDAT;
+	if (!resumed) {
+		s->scan.mode = SCAN_MODE_CMD;
+		s->state = s->bdat_prev_state;
+		s->stage = SESS_STAGE_BDAT;
+	}
+	if (v == R_OK && s->cfg->faults) {
+		struct fault_decision fd;
+		enum fault_res r = F_NORMAL;
+		if (resumed) {
+			fd = s->pending;
+			r = fault_apply(s, &fd, true);
+		} else if (fault_ask(s, s->bdat_last ? FAULT_ST_BDAT_LAST : FAULT_ST_BDAT, NULL, 0,
+		                     NULL, 0, true, s->tx_size, &fd)) {
+			r = fault_apply(s, &fd, false);
+			if (r == F_DEFER) {
+				s->defer = DEFER_BDAT;
+				return;
+			}
+		}
+		if (r == F_DONE) {
+			if (s->bdat_last) {
+				message_faulted(s, &fd, s->tx_size);
+			} else if (fd.act != FAULT_ACT_REPLY || fd.code >= 400) {
+				/* RFC 3030 2: what follows a failed chunk is discarded */
+				s->tx_failed = 1;
+				s->tx_fail_reason = R_BDAT_DISCARD;
+			}
+			return;
+		}
+	}
 	if (v == R_OK) {
 		if (s->bdat_last) {
 			accept_message(s, s->tx_size, false);
@@ -1147,6 +1326,14 @@ static void starttls(struct sess *s, const struct scan_line *l)
 		puts_(s, "STARTTLS");
 		reply_close(s);
 	} else {
+		struct fault_decision fd;
+		if (fault_ask(s, FAULT_ST_STARTTLS, NULL, 0, NULL, 0, false, 0, &fd)) {
+			enum fault_res r = fault_apply(s, &fd, false);
+			if (r == F_DEFER)
+				s->defer = DEFER_STARTTLS;
+			if (r != F_NORMAL)
+				return;
+		}
 		reply(s, R_STARTTLS_GO);
 		s->tls_pending = 1; /* sess_feed drops what follows */
 	}
@@ -1171,29 +1358,33 @@ void sess_tls_started(struct sess *s)
 /* Verbs are 4 letters; the table is searched by a case-folded 32-bit key. */
 static const struct cmd_def cmd_table[] = {
     {"mail", CMD_NEED_TLS | CMD_NEED_AUTH, "MAIL FROM:<address>", check_mail, proceed_mail,
-     SESS_STAGE_MAIL},
-    {"rcpt", CMD_NEED_TLS, "RCPT TO:<address>", check_rcpt, proceed_rcpt, SESS_STAGE_RCPT},
+     SESS_STAGE_MAIL, FAULT_ST_MAIL},
+    {"rcpt", CMD_NEED_TLS, "RCPT TO:<address>", check_rcpt, proceed_rcpt, SESS_STAGE_RCPT,
+     FAULT_ST_RCPT},
     {"data", CMD_LAST | CMD_NOARGS | CMD_NEED_TLS, "DATA", check_data, proceed_data,
-     SESS_STAGE_DATA},
-    {"bdat", CMD_NEED_TLS, "BDAT count [LAST]", check_bdat, proceed_bdat, SESS_STAGE_BDAT},
-    {"rset", CMD_NOARGS, "RSET", check_none, proceed_rset, SESS_STAGE_OTHER},
-    {"noop", CMD_LAST, NULL, check_none, proceed_noop, SESS_STAGE_OTHER}, /* 4.1.1.9: arg allowed */
-    {"ehlo", CMD_LAST, "EHLO hostname", check_helo, proceed_ehlo, SESS_STAGE_HELO},
-    {"helo", CMD_LAST, "HELO hostname", check_helo, proceed_helo, SESS_STAGE_HELO},
-    {"quit", CMD_LAST | CMD_NOARGS, "QUIT", check_none, proceed_quit, SESS_STAGE_OTHER},
-    {"vrfy", CMD_LAST, "VRFY address", check_helo, proceed_vrfy, SESS_STAGE_OTHER},
-    {"expn", CMD_LAST, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER},
-    {"help", 0, NULL, check_none, proceed_help, SESS_STAGE_OTHER},
+     SESS_STAGE_DATA, FAULT_ST_DATA},
+    {"bdat", CMD_NEED_TLS, "BDAT count [LAST]", check_bdat, proceed_bdat, SESS_STAGE_BDAT,
+     FAULT_ST_COUNT},
+    {"rset", CMD_NOARGS, "RSET", check_none, proceed_rset, SESS_STAGE_OTHER, FAULT_ST_RSET},
+    {"noop", CMD_LAST, NULL, check_none, proceed_noop, SESS_STAGE_OTHER,
+     FAULT_ST_NOOP}, /* 4.1.1.9: arg allowed */
+    {"ehlo", CMD_LAST, "EHLO hostname", check_helo, proceed_ehlo, SESS_STAGE_HELO, FAULT_ST_EHLO},
+    {"helo", CMD_LAST, "HELO hostname", check_helo, proceed_helo, SESS_STAGE_HELO, FAULT_ST_HELO},
+    {"quit", CMD_LAST | CMD_NOARGS, "QUIT", check_none, proceed_quit, SESS_STAGE_OTHER,
+     FAULT_ST_QUIT},
+    {"vrfy", CMD_LAST, "VRFY address", check_helo, proceed_vrfy, SESS_STAGE_OTHER, FAULT_ST_COUNT},
+    {"expn", CMD_LAST, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER, FAULT_ST_COUNT},
+    {"help", 0, NULL, check_none, proceed_help, SESS_STAGE_OTHER, FAULT_ST_COUNT},
     /* Obsolete (RFC 5321 F.1-F.6) or not offered: 502. */
-    {"turn", CMD_LAST, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER},
-    {"send", 0, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER},
-    {"soml", 0, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER},
-    {"saml", 0, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER},
-    {"etrn", 0, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER},
+    {"turn", CMD_LAST, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER, FAULT_ST_COUNT},
+    {"send", 0, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER, FAULT_ST_COUNT},
+    {"soml", 0, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER, FAULT_ST_COUNT},
+    {"saml", 0, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER, FAULT_ST_COUNT},
+    {"etrn", 0, NULL, check_none, proceed_not_impl, SESS_STAGE_OTHER, FAULT_ST_COUNT},
     /* RFC 4954 4: AUTH ends a pipelined group (the server must answer it
      * before the client can know what follows) */
     {"auth", CMD_LAST | CMD_NEED_TLS, "AUTH mechanism [initial-response]", check_auth, proceed_auth,
-     SESS_STAGE_AUTH},
+     SESS_STAGE_AUTH, FAULT_ST_AUTH},
 };
 
 static inline uint32_t verb_key(const char *p)
@@ -1215,6 +1406,54 @@ static const struct cmd_def *cmd_lookup(const char *p, size_t n)
 			return &cmd_table[i];
 	/* STARTTLS is the one common 8-letter verb; answer it like AUTH. */
 	return NULL;
+}
+
+/* run_faulted - ask about an accepted command's reply; true when a fault
+ * answered it, closes, stalls, or deferred it (its line is copied into the
+ * scanner's carry, free until the session resumes, for sess_resume()). */
+static bool run_faulted(struct sess *s, const struct cmd_def *d, struct cmd_ctx *c,
+                        const struct scan_line *l)
+{
+	struct fault_decision fd;
+	const char *to = NULL, *helo = NULL;
+	size_t to_len = 0, helo_len = 0;
+	enum fault_res r;
+
+	if (d->fstage == FAULT_ST_RCPT)
+		path_of(c->arg, c->arglen, 3, &to, &to_len);
+	if (d->fstage == FAULT_ST_HELO || d->fstage == FAULT_ST_EHLO) {
+		helo = c->arg;
+		helo_len = c->arglen;
+	}
+	if (d->fstage == FAULT_ST_MAIL) {
+		/* the sender this MAIL names; kept if the MAIL goes through */
+		const char *f;
+		size_t fl;
+		path_of(c->arg, c->arglen, 5, &f, &fl);
+		keep(s->f_from, &s->f_from_len, f, fl, sizeof(s->f_from));
+		s->f_has_from = 1;
+	}
+	if (!fault_ask(s, (enum fault_stage)d->fstage, helo, helo_len, to, to_len, c->has_size,
+	               c->size, &fd)) {
+		return false;
+	}
+	r = fault_apply(s, &fd, false);
+	if (r == F_DEFER) {
+		if (s->scan.carry && l->p != s->scan.carry)
+			memmove(s->scan.carry, l->p, l->len);
+		s->defer = DEFER_CMD;
+		s->defer_cmd = d;
+		s->defer_arg = (s->scan.carry ? s->scan.carry : l->p) + (c->arg - l->p);
+		s->defer_arglen = (uint32_t)c->arglen;
+		s->defer_n = c->n;
+		s->defer_flag = c->flag;
+		s->defer_size = c->size;
+		s->defer_has_size = c->has_size;
+		return true;
+	}
+	if (r == F_DONE && d->fstage == FAULT_ST_MAIL)
+		s->f_has_from = 0; /* the MAIL did not happen */
+	return r == F_DONE;
 }
 
 /* on_line - one complete command line. more = input follows in this read. */
@@ -1276,6 +1515,8 @@ static void on_line(struct sess *s, const struct scan_line *l, bool more)
 	else
 		rc = (d->flags & CMD_NOARGS) && c.arglen ? R_USAGE : d->check(s, &c);
 	if (rc < 0) {
+		if (d->fstage != FAULT_ST_COUNT && s->cfg->faults && run_faulted(s, d, &c, l))
+			return;
 		d->proceed(s, &c);
 		return;
 	}
@@ -1295,17 +1536,36 @@ static void on_line(struct sess *s, const struct scan_line *l, bool more)
 	}
 }
 
-/* end_data - <CRLF>.<CRLF> consumed: account and answer (RFC 5321 4.1.1.4). */
-static void end_data(struct sess *s)
+/* end_data - <CRLF>.<CRLF> consumed: account and answer (RFC 5321 4.1.1.4).
+ * resumed: a fault deferred this reply and its time has come. */
+static void end_data(struct sess *s, bool resumed)
 {
 	const struct scan_data_stats *ds = &s->scan.ds;
 	bool bare = ds->bare_lf != 0;
+	struct fault_decision fd;
+	enum fault_res r = F_NORMAL;
 
-	s->stage = SESS_STAGE_EOD;
-	s->stats->bare_lf_lines += ds->bare_lf;
-	s->stats->bare_cr += ds->bare_cr;
-	s->stats->long_body_lines += ds->long_lines;
-	s->state = SESS_ST_READY;
+	if (!resumed) {
+		s->stage = SESS_STAGE_EOD;
+		s->stats->bare_lf_lines += ds->bare_lf;
+		s->stats->bare_cr += ds->bare_cr;
+		s->stats->long_body_lines += ds->long_lines;
+		s->state = SESS_ST_READY;
+		if (fault_ask(s, FAULT_ST_EOD, NULL, 0, NULL, 0, true, ds->octets, &fd)) {
+			r = fault_apply(s, &fd, false);
+			if (r == F_DEFER) {
+				s->defer = DEFER_EOD;
+				return;
+			}
+		}
+	} else {
+		r = fault_apply(s, &s->pending, true);
+		fd = s->pending;
+	}
+	if (r == F_DONE) {
+		message_faulted(s, &fd, ds->octets);
+		return;
+	}
 	if (s->cfg->max_size && ds->octets > s->cfg->max_size) {
 		/* RFC 1870 6.2: too much data, session stays in sync. */
 		reject_message(s, R_TOO_BIG);
@@ -1380,11 +1640,83 @@ void sess_start(struct sess *s, const struct sess_cfg *cfg, struct sess_stats *s
 	s->state = SESS_ST_INIT;
 	scan_init(&s->scan, carry, cfg->line_max);
 	stats->sessions++;
-	stats->replies[R_GREETING]++;
-	/* RFC 5321 4.2: the greeting carries no enhanced code (RFC 2034 3). */
+}
+
+/* greet - the 220 (RFC 5321 4.2: no enhanced code, RFC 2034 3), unless a
+ * connect-stage fault says otherwise. */
+static void greet(struct sess *s, bool resumed)
+{
+	struct fault_decision fd;
+	enum fault_res r = F_NORMAL;
+
+	s->stage = SESS_STAGE_CONNECT;
+	if (resumed) {
+		r = fault_apply(s, &s->pending, true);
+	} else if (fault_ask(s, FAULT_ST_CONNECT, NULL, 0, NULL, 0, false, 0, &fd)) {
+		r = fault_apply(s, &fd, false);
+		if (r == F_DEFER)
+			s->defer = DEFER_GREETING;
+	}
+	if (r != F_NORMAL)
+		return;
+	s->stats->replies[R_GREETING]++;
 	put(s, "220 ", 4);
-	puts_(s, cfg->hostname);
+	puts_(s, s->cfg->hostname);
 	puts_(s, " ESMTP smtpsink\r\n");
+}
+
+unsigned sess_greet(struct sess *s)
+{
+	greet(s, false);
+	return acts(s);
+}
+
+unsigned sess_resume(struct sess *s)
+{
+	uint8_t defer = s->defer;
+
+	if (!s->suspended)
+		return acts(s);
+	s->suspended = 0;
+	s->defer = DEFER_NONE;
+	switch (defer) {
+	case DEFER_GREETING:
+		greet(s, true);
+		break;
+	case DEFER_CMD: {
+		const struct cmd_def *d = s->defer_cmd;
+		struct cmd_ctx c = {.arg = s->defer_arg,
+		                    .arglen = s->defer_arglen,
+		                    .n = s->defer_n,
+		                    .flag = s->defer_flag,
+		                    .has_size = s->defer_has_size,
+		                    .size = s->defer_size};
+		s->stage = d->stage;
+		enum fault_res r = fault_apply(s, &s->pending, true);
+		if (r == F_NORMAL)
+			d->proceed(s, &c);
+		else if (d->fstage == FAULT_ST_MAIL)
+			s->f_has_from = 0;
+		check_error_limit(s);
+		break;
+	}
+	case DEFER_EOD:
+		end_data(s, true);
+		break;
+	case DEFER_BDAT:
+		bdat_finish(s, true);
+		break;
+	case DEFER_STARTTLS:
+		s->stage = SESS_STAGE_STARTTLS;
+		if (fault_apply(s, &s->pending, true) == F_NORMAL) {
+			reply(s, R_STARTTLS_GO);
+			s->tls_pending = 1;
+		}
+		break;
+	default:
+		break;
+	}
+	return acts(s);
 }
 
 size_t sess_feed(struct sess *s, const char *buf, size_t len, unsigned *act)
@@ -1403,6 +1735,12 @@ size_t sess_feed(struct sess *s, const char *buf, size_t len, unsigned *act)
 	}
 
 	while (off < len && s->state != SESS_ST_CLOSING) {
+		if (s->suspended || s->fault_close) {
+			/* a fault deferred a reply (or closes): the caller keeps the
+			 * rest until sess_resume() */
+			*act = acts(s);
+			return off;
+		}
 		if (obuf_pending(s->out) > OBUF_SOFT_MAX) {
 			*act = 0;
 			return off; /* backpressure: the caller keeps the rest */
@@ -1442,7 +1780,7 @@ size_t sess_feed(struct sess *s, const char *buf, size_t len, unsigned *act)
 			if (seg.len && s->content_ops && s->content_ops->content)
 				s->content_ops->content(s->content_ctx, seg.p, seg.len);
 			if (ev == SCAN_EV_EOD)
-				end_data(s);
+				end_data(s, false);
 			break;
 		}
 		default: {
@@ -1453,7 +1791,7 @@ size_t sess_feed(struct sess *s, const char *buf, size_t len, unsigned *act)
 			    s->tx_fail_reason == R_OK)
 				s->content_ops->content(s->content_ctx, seg.p, seg.len);
 			if (ev == SCAN_EV_BDAT_DONE)
-				bdat_finish(s);
+				bdat_finish(s, false);
 			break;
 		}
 		}
@@ -1461,10 +1799,10 @@ size_t sess_feed(struct sess *s, const char *buf, size_t len, unsigned *act)
 			s->state = SESS_ST_CLOSING;
 	}
 	if (s->state == SESS_ST_CLOSING) {
-		*act = SESS_ACT_CLOSE;
-		return len; /* nothing after QUIT/421 is read */
+		*act = acts(s); /* CLOSE, or a fault's DROP / RESET */
+		return len;     /* nothing after QUIT/421 is read */
 	}
-	*act = 0;
+	*act = acts(s);
 	return off;
 }
 

@@ -55,76 +55,95 @@ void die(const char *fmt, ...)
 
 static void usage(void)
 {
-	printf("Usage: %s [OPTION]...\n"
-	       "SMTP sink: accepts mail over SMTP as fast as possible and discards it.\n"
-	       "\n"
-	       "  -l, --listen ADDR:PORT   listen here (repeatable; IPv4, [IPv6]; port 0 = any\n"
-	       "                           free port, printed at start) [127.0.0.1:2525]\n"
-	       "  -t, --threads N          worker threads [online CPUs]\n"
-	       "      --io auto|uring|epoll  I/O backend; auto falls back to epoll when\n"
-	       "                           io_uring is blocked [auto]\n"
-	       "  -H, --hostname NAME      name in the greeting and replies [smtpsink.localhost]\n"
-	       "  -s, --max-size SIZE      message size limit, e.g. 10M; 0 = none [10M]\n"
-	       "  -r, --max-rcpt N         recipients per message; more get 452 [1000]\n"
-	       "      --rcpt-overshoot N   452s per message that do not count as errors\n"
-	       "                           (Postfix smtpd_recipient_overshoot_limit) [1000]\n"
-	       "  -c, --max-conns N        concurrent connections; more get 421 4.7.0 [0 = none]\n"
-	       "      --max-errors N       errors before 421 and disconnect [20]\n"
-	       "      --line-max N         command line limit in octets incl. CRLF [2048]\n"
-	       "  -T, --idle-timeout DUR   idle session timeout, e.g. 300s, 5m [300s]\n"
-	       "      --drain-timeout DUR  on shutdown, time for messages in progress [5s]\n"
-	       "      --bare-lf normalize|note|reject   bare LF handling (as Postfix\n"
-	       "                           smtpd_forbid_bare_newline) [normalize]\n"
-	       "      --strict             501 for syntax RFC 5321 forbids but Postfix takes:\n"
-	       "                           MAIL/RCPT paths without <> and a space after\n"
-	       "                           FROM:/TO: (otherwise accepted and counted in\n"
-	       "                           lenient_syntax)\n"
-	       "      --listen-tls ADDR:PORT  implicit TLS (RFC 8314, port 465 style); repeatable\n"
-	       "      --tls-cert FILE, --tls-key FILE   PEM certificate (chain) and key;\n"
-	       "                           STARTTLS (RFC 3207) is offered once TLS is set up\n"
-	       "      --tls-self-signed    make an ECDSA P-256 certificate for --hostname,\n"
-	       "                           localhost, 127.0.0.1 and ::1 at start\n"
-	       "      --tls-cert-out FILE  write the certificate in use (to trust it)\n"
-	       "      --tls-min 1.2|1.3    lowest TLS version [1.2]\n"
-	       "      --require-tls        530 to MAIL/RCPT/DATA/BDAT/AUTH before STARTTLS\n"
-	       "      --auth any|FILE      offer AUTH PLAIN LOGIN (RFC 4954) over TLS: any\n"
-	       "                           credentials, or user:password lines in FILE\n"
-	       "      --auth-insecure      offer AUTH without TLS too\n"
-	       "      --require-auth       530 to MAIL before AUTH\n"
-	       "      --hide EXT[,EXT]     do not advertise: PIPELINING SIZE 8BITMIME\n"
-	       "                           ENHANCEDSTATUSCODES SMTPUTF8 CHUNKING\n"
-	       "  -i, --stats-interval DUR print a progress line this often [off]\n"
-	       "  -j, --json FILE          write the final summary with every counter as JSON\n"
-	       "  -n, --exit-after N       stop after N messages were accepted\n"
-	       "      --max-runtime DUR    stop after this long\n"
-	       "      --http ADDR:PORT     admin HTTP: /metrics (Prometheus), /livez, /readyz,\n"
-	       "                           /api/v1/stats, POST /api/v1/reset [off]\n"
-	       "      --expect EXPR        when the sink stops, check a counter of the report:\n"
-	       "                           NAME=N, NAME!=N, NAME>=N, NAME<=N, NAME>N, NAME<N\n"
-	       "                           (e.g. messages=10, rejected_messages=0,\n"
-	       "                           verify.corrupt=0); repeatable; exit 3 if any fails\n"
-	       "      --ready-file FILE    write the listening addresses here once ready\n"
-	       "      --verify             check smtpbench integrity stamps: ok, corrupt,\n"
-	       "                           duplicate and unstamped counts in the summary\n"
-	       "      --recv-buffers N     io_uring receive buffers per worker [512]\n"
-	       "      --recv-buffer-size SIZE  size of each [16k]\n"
-	       "  -q, --quiet              no summary on exit (progress still if asked)\n"
-	       "  -V, --version            print the version and exit\n"
-	       "  -h, --help               this help\n"
-	       "\n"
-	       "Sizes take k/M/G suffixes (powers of 1024); durations ms/s/m/h.\n"
-	       "Every option can also be set as SMTPSINK_<OPTION> in the environment\n"
-	       "(SMTPSINK_MAX_SIZE=10M, SMTPSINK_LISTEN=ADDR,ADDR); flags win.\n"
-	       "Exit status: 0 stopped cleanly, 1 runtime failure, 2 usage error,\n"
-	       "3 an --expect failed.\n"
-	       "\n"
-	       "  %s check [ADDR:PORT]   health check: connect, expect 220, EHLO, QUIT;\n"
-	       "                           exit 0, or 1 saying why [SMTPSINK_LISTEN, else\n"
-	       "                           127.0.0.1:2525]\n"
-	       "\n"
-	       "Readiness: once listening, '%s: listening on ADDR' lines and 'ready' are printed\n"
-	       "on stdout.\n",
-	       prog, prog, prog);
+	printf(
+	    "Usage: %s [OPTION]...\n"
+	    "SMTP sink: accepts mail over SMTP as fast as possible and discards it.\n"
+	    "\n"
+	    "  -l, --listen ADDR:PORT   listen here (repeatable; IPv4, [IPv6]; port 0 = any\n"
+	    "                           free port, printed at start) [127.0.0.1:2525]\n"
+	    "  -t, --threads N          worker threads [online CPUs]\n"
+	    "      --io auto|uring|epoll  I/O backend; auto falls back to epoll when\n"
+	    "                           io_uring is blocked [auto]\n"
+	    "  -H, --hostname NAME      name in the greeting and replies [smtpsink.localhost]\n"
+	    "  -s, --max-size SIZE      message size limit, e.g. 10M; 0 = none [10M]\n"
+	    "  -r, --max-rcpt N         recipients per message; more get 452 [1000]\n"
+	    "      --rcpt-overshoot N   452s per message that do not count as errors\n"
+	    "                           (Postfix smtpd_recipient_overshoot_limit) [1000]\n"
+	    "  -c, --max-conns N        concurrent connections; more get 421 4.7.0 [0 = none]\n"
+	    "      --max-errors N       errors before 421 and disconnect [20]\n"
+	    "      --line-max N         command line limit in octets incl. CRLF [2048]\n"
+	    "  -T, --idle-timeout DUR   idle session timeout, e.g. 300s, 5m [300s]\n"
+	    "      --drain-timeout DUR  on shutdown, time for messages in progress [5s]\n"
+	    "      --bare-lf normalize|note|reject   bare LF handling (as Postfix\n"
+	    "                           smtpd_forbid_bare_newline) [normalize]\n"
+	    "      --strict             501 for syntax RFC 5321 forbids but Postfix takes:\n"
+	    "                           MAIL/RCPT paths without <> and a space after\n"
+	    "                           FROM:/TO: (otherwise accepted and counted in\n"
+	    "                           lenient_syntax)\n"
+	    "      --listen-tls ADDR:PORT  implicit TLS (RFC 8314, port 465 style); repeatable\n"
+	    "      --tls-cert FILE, --tls-key FILE   PEM certificate (chain) and key;\n"
+	    "                           STARTTLS (RFC 3207) is offered once TLS is set up\n"
+	    "      --tls-self-signed    make an ECDSA P-256 certificate for --hostname,\n"
+	    "                           localhost, 127.0.0.1 and ::1 at start\n"
+	    "      --tls-cert-out FILE  write the certificate in use (to trust it)\n"
+	    "      --tls-min 1.2|1.3    lowest TLS version [1.2]\n"
+	    "      --require-tls        530 to MAIL/RCPT/DATA/BDAT/AUTH before STARTTLS\n"
+	    "      --auth any|FILE      offer AUTH PLAIN LOGIN (RFC 4954) over TLS: any\n"
+	    "                           credentials, or user:password lines in FILE\n"
+	    "      --auth-insecure      offer AUTH without TLS too\n"
+	    "      --require-auth       530 to MAIL before AUTH\n"
+	    "      --hide EXT[,EXT]     do not advertise: PIPELINING SIZE 8BITMIME\n"
+	    "                           ENHANCEDSTATUSCODES SMTPUTF8 CHUNKING\n"
+	    "  -i, --stats-interval DUR print a progress line this often [off]\n"
+	    "  -j, --json FILE          write the final summary with every counter as JSON\n"
+	    "  -n, --exit-after N       stop after N messages were accepted\n"
+	    "      --max-runtime DUR    stop after this long\n"
+	    "      --fault RULE         inject a fault (repeatable; docs/faults.md), e.g.\n"
+	    "                           \"rcpt to=*@bounce.test reply='550 5.1.1 No such user'\"\n"
+	    "                           STAGE {client=CIDR helo= from= to=GLOB size>N}\n"
+	    "                           {reply='CODE TEXT' drop reset delay=DUR stall\n"
+	    "                           throttle=BYTES/s} {prob=P every=N first=N after=N\n"
+	    "                           window=DUR-DUR limit=N}\n"
+	    "      --fault-file FILE    rules, one per line, # comments; reloaded on SIGHUP\n"
+	    "      --seed N             for prob= (same seed, same faults) [0]\n"
+	    "      --address-faults     addresses choose faults: reply-550-5.1.1@x,\n"
+	    "                           delay-3s@x, drop@x, reset@x, stall@x\n"
+	    "      --greylist DUR       451 4.7.1 to the first try of a (client, sender,\n"
+	    "                           recipient) triplet until DUR has passed\n"
+	    "      --greylist-expiry DUR, --greylist-max N   [24h, 100000]\n"
+	    "      --rate-limit N/DUR[,per=client|sender|all]  451 4.7.1 to a MAIL over\n"
+	    "                           the rate (token bucket of N) [per=client]\n"
+	    "      --rate-limit-reply 'CODE TEXT'  instead of the 451\n"
+	    "      --max-msgs-per-session N  421 4.7.0 after N messages in a session\n"
+	    "      --max-conns-per-ip N 421 4.7.0 to more connections from one address\n"
+	    "      --http ADDR:PORT     admin HTTP: /metrics (Prometheus), /livez, /readyz,\n"
+	    "                           /api/v1/stats, POST /api/v1/reset [off]\n"
+	    "      --expect EXPR        when the sink stops, check a counter of the report:\n"
+	    "                           NAME=N, NAME!=N, NAME>=N, NAME<=N, NAME>N, NAME<N\n"
+	    "                           (e.g. messages=10, rejected_messages=0,\n"
+	    "                           verify.corrupt=0); repeatable; exit 3 if any fails\n"
+	    "      --ready-file FILE    write the listening addresses here once ready\n"
+	    "      --verify             check smtpbench integrity stamps: ok, corrupt,\n"
+	    "                           duplicate and unstamped counts in the summary\n"
+	    "      --recv-buffers N     io_uring receive buffers per worker [512]\n"
+	    "      --recv-buffer-size SIZE  size of each [16k]\n"
+	    "  -q, --quiet              no summary on exit (progress still if asked)\n"
+	    "  -V, --version            print the version and exit\n"
+	    "  -h, --help               this help\n"
+	    "\n"
+	    "Sizes take k/M/G suffixes (powers of 1024); durations ms/s/m/h.\n"
+	    "Every option can also be set as SMTPSINK_<OPTION> in the environment\n"
+	    "(SMTPSINK_MAX_SIZE=10M, SMTPSINK_LISTEN=ADDR,ADDR); flags win.\n"
+	    "Exit status: 0 stopped cleanly, 1 runtime failure, 2 usage error,\n"
+	    "3 an --expect failed.\n"
+	    "\n"
+	    "  %s check [ADDR:PORT]   health check: connect, expect 220, EHLO, QUIT;\n"
+	    "                           exit 0, or 1 saying why [SMTPSINK_LISTEN, else\n"
+	    "                           127.0.0.1:2525]\n"
+	    "\n"
+	    "Readiness: once listening, '%s: listening on ADDR' lines and 'ready' are printed\n"
+	    "on stdout.\n",
+	    prog, prog, prog);
 }
 
 static uint64_t opt_count(const char *name, const char *v, uint64_t max)
@@ -365,7 +384,18 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 		O_REQ_AUTH,
 		O_EXPECT,
 		O_MAX_RUNTIME,
-		O_HTTP
+		O_HTTP,
+		O_FAULT,
+		O_FAULT_FILE,
+		O_SEED,
+		O_ADDR_FAULTS,
+		O_GREYLIST,
+		O_GREYLIST_EXPIRY,
+		O_GREYLIST_MAX,
+		O_RATE_LIMIT,
+		O_RATE_LIMIT_REPLY,
+		O_MAX_MSGS_SESSION,
+		O_MAX_CONNS_IP
 	};
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
@@ -403,6 +433,17 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 	    {"expect", required_argument, NULL, O_EXPECT},
 	    {"max-runtime", required_argument, NULL, O_MAX_RUNTIME},
 	    {"http", required_argument, NULL, O_HTTP},
+	    {"fault", required_argument, NULL, O_FAULT},
+	    {"fault-file", required_argument, NULL, O_FAULT_FILE},
+	    {"seed", required_argument, NULL, O_SEED},
+	    {"address-faults", no_argument, NULL, O_ADDR_FAULTS},
+	    {"greylist", required_argument, NULL, O_GREYLIST},
+	    {"greylist-expiry", required_argument, NULL, O_GREYLIST_EXPIRY},
+	    {"greylist-max", required_argument, NULL, O_GREYLIST_MAX},
+	    {"rate-limit", required_argument, NULL, O_RATE_LIMIT},
+	    {"rate-limit-reply", required_argument, NULL, O_RATE_LIMIT_REPLY},
+	    {"max-msgs-per-session", required_argument, NULL, O_MAX_MSGS_SESSION},
+	    {"max-conns-per-ip", required_argument, NULL, O_MAX_CONNS_IP},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},
@@ -552,6 +593,50 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 			break;
 		case O_EXPECT:
 			parse_expect(cfg, optarg);
+			break;
+		case O_FAULT:
+			if (cfg->nfault_rules == SINK_MAX_FAULTS)
+				usage_error("too many --fault (max %d; use --fault-file)",
+				            SINK_MAX_FAULTS);
+			cfg->fault_rules[cfg->nfault_rules++] = optarg;
+			break;
+		case O_FAULT_FILE:
+			if (cfg->nfault_files == SINK_MAX_FAULTS)
+				usage_error("too many --fault-file (max %d)", SINK_MAX_FAULTS);
+			cfg->fault_files[cfg->nfault_files++] = optarg;
+			break;
+		case O_SEED:
+			cfg->seed = opt_count("--seed", optarg, UINT64_MAX);
+			break;
+		case O_ADDR_FAULTS:
+			cfg->address_faults = true;
+			break;
+		case O_GREYLIST:
+			cfg->greylist_ns = opt_duration("--greylist", optarg);
+			if (!cfg->greylist_ns)
+				usage_error("--greylist must be more than 0");
+			break;
+		case O_GREYLIST_EXPIRY:
+			cfg->greylist_expiry_ns = opt_duration("--greylist-expiry", optarg);
+			break;
+		case O_GREYLIST_MAX:
+			cfg->greylist_max = (uint32_t)opt_count("--greylist-max", optarg, 1u << 30);
+			if (!cfg->greylist_max)
+				usage_error("--greylist-max must be at least 1");
+			break;
+		case O_RATE_LIMIT:
+			cfg->rate_limit = optarg;
+			break;
+		case O_RATE_LIMIT_REPLY:
+			cfg->rate_limit_reply = optarg;
+			break;
+		case O_MAX_MSGS_SESSION:
+			cfg->sess.max_msgs_per_session =
+			    (uint32_t)opt_count("--max-msgs-per-session", optarg, 1u << 30);
+			break;
+		case O_MAX_CONNS_IP:
+			cfg->max_conns_per_ip =
+			    (uint32_t)opt_count("--max-conns-per-ip", optarg, 1u << 30);
 			break;
 		case O_HTTP: {
 			char err[128];

@@ -117,6 +117,123 @@ void conn_set_socket_reset(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
+/* --- wake-ups: fault delays and throttles ---------------------------------- */
+
+/* A min-heap of connections by wake_ns per worker (only connections with a
+ * delayed reply or a throttle are in it, so it is empty unless faults are
+ * configured). */
+static void heap_swap(struct conn **h, uint32_t a, uint32_t b)
+{
+	struct conn *t = h[a];
+
+	h[a] = h[b];
+	h[b] = t;
+	h[a]->heap_i = a + 1;
+	h[b]->heap_i = b + 1;
+}
+
+static void heap_fix(struct worker *w, uint32_t i)
+{
+	struct conn **h = w->wakes;
+
+	while (i > 0 && h[(i - 1) / 2]->wake_ns > h[i]->wake_ns) {
+		heap_swap(h, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+	for (;;) {
+		uint32_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < w->nwakes && h[l]->wake_ns < h[m]->wake_ns)
+			m = l;
+		if (r < w->nwakes && h[r]->wake_ns < h[m]->wake_ns)
+			m = r;
+		if (m == i)
+			break;
+		heap_swap(h, i, m);
+		i = m;
+	}
+}
+
+static void heap_remove(struct conn *c)
+{
+	struct worker *w = c->w;
+	uint32_t i = c->heap_i - 1;
+
+	if (!c->heap_i)
+		return;
+	c->heap_i = 0;
+	if (--w->nwakes != i) {
+		w->wakes[i] = w->wakes[w->nwakes];
+		w->wakes[i]->heap_i = i + 1;
+		heap_fix(w, i);
+	}
+}
+
+/* schedule - wake c at t (or earlier, if it is already due earlier). */
+static void schedule(struct conn *c, uint64_t t)
+{
+	struct worker *w = c->w;
+
+	if (c->heap_i) {
+		if (t >= c->wake_ns)
+			return;
+		c->wake_ns = t;
+		heap_fix(w, c->heap_i - 1);
+		return;
+	}
+	if (w->nwakes == w->capwakes) {
+		uint32_t cap = w->capwakes ? w->capwakes * 2 : 64;
+		struct conn **h = realloc(w->wakes, cap * sizeof(*h));
+		if (!h) {
+			conn_abort(c, true); /* cannot keep its promise of a later reply */
+			return;
+		}
+		w->wakes = h;
+		w->capwakes = cap;
+	}
+	c->wake_ns = t;
+	w->wakes[w->nwakes++] = c;
+	c->heap_i = w->nwakes;
+	heap_fix(w, w->nwakes - 1);
+}
+
+/* refill - a throttle's token buckets (one per direction, at most a tenth
+ * of a second's worth, so a quiet client cannot save up a burst). */
+static void refill(struct conn *c)
+{
+	uint64_t now = c->w->now, burst = c->throttle_bps / 10 ? c->throttle_bps / 10 : 1;
+	int64_t add = (int64_t)((now - c->tokens_ns) * c->throttle_bps / 1000000000ull);
+
+	if (add <= 0)
+		return;
+	c->tokens_ns = now;
+	c->send_tokens =
+	    c->send_tokens + add > (int64_t)burst ? (int64_t)burst : c->send_tokens + add;
+	c->recv_tokens =
+	    c->recv_tokens + add > (int64_t)burst ? (int64_t)burst : c->recv_tokens + add;
+}
+
+/* throttle_wait - wake c when its bucket will hold n octets again. */
+static void throttle_wait(struct conn *c, int64_t tokens, uint64_t n)
+{
+	uint64_t need = (uint64_t)((int64_t)n - tokens);
+
+	schedule(c, c->w->now + need * 1000000000ull / c->throttle_bps + 1);
+}
+
+size_t conn_send_window(struct conn *c)
+{
+	size_t pending = obuf_pending(conn_outbuf(c));
+
+	if (!c->throttle_bps)
+		return SIZE_MAX;
+	refill(c);
+	if (c->send_tokens > 0)
+		return (size_t)c->send_tokens;
+	if (pending)
+		throttle_wait(c, c->send_tokens, pending < 64 ? pending : 64);
+	return 0;
+}
+
 /* --- held input --------------------------------------------------------- */
 
 static void held_free(struct conn *c)
@@ -171,6 +288,17 @@ static bool held_append(struct conn *c, const char *p, size_t n)
 static void tls_flush(struct conn *c);
 static void tls_pump(struct conn *c);
 
+/* suspend - a fault deferred a reply: hold input until the session's time
+ * comes (never, for a stall: until the client leaves or idles out). */
+static void suspend(struct conn *c)
+{
+	c->suspended = 1;
+	c->suspend_until = c->sess.suspend_ns ? c->w->now + c->sess.suspend_ns : 0;
+	if (c->suspend_until)
+		schedule(c, c->suspend_until);
+	conn_mark_dirty(c); /* replies before the deferred one go out now */
+}
+
 /* after_feed - act on what the session did with used of n octets. */
 static void after_feed(struct conn *c, size_t used, size_t n, unsigned act)
 {
@@ -179,8 +307,18 @@ static void after_feed(struct conn *c, size_t used, size_t n, unsigned act)
 		conn_abort(c, true);
 		return;
 	}
+	if (act & (SESS_ACT_DROP | SESS_ACT_RESET)) {
+		conn_abort(c, (act & SESS_ACT_RESET) != 0); /* a fault: no reply */
+		return;
+	}
 	if (used)
 		progress(c);
+	if (act & SESS_ACT_SUSPEND) {
+		if (obuf_pending(&c->out))
+			tls_flush(c);
+		suspend(c); /* the caller holds the rest of the input */
+		return;
+	}
 	if (act & SESS_ACT_STARTTLS) {
 		/* TLS starts once the 220 is out (conn_sent); until then the
 		 * session drops input (RFC 3207 4.2). */
@@ -216,8 +354,9 @@ static void feed(struct conn *c, const char *p, size_t n)
 	unsigned act = 0;
 	size_t used;
 
-	if (c->paused || held_pending(c)) {
-		/* Arrived before the pause reached the backend: keep order. */
+	if (c->paused || c->suspended || held_pending(c)) {
+		/* Arrived before the pause reached the backend (or while a fault
+		 * delays a reply): keep order. */
 		held_append(c, p, n);
 		return;
 	}
@@ -230,6 +369,12 @@ static void feed(struct conn *c, const char *p, size_t n)
 void conn_input(struct conn *c, const char *p, size_t n)
 {
 	c->w->st.recv_bytes += n;
+	if (c->throttle_bps) {
+		refill(c);
+		c->recv_tokens -= (int64_t)n;
+		if (c->recv_tokens <= 0)
+			throttle_wait(c, c->recv_tokens, 1);
+	}
 	if (c->state != CONN_SESSION && c->state != CONN_HANDSHAKE)
 		return; /* closing: lingering drain, dropped */
 	if (!c->tls) {
@@ -357,7 +502,7 @@ static void start_tls(struct conn *c)
 static void resume(struct conn *c)
 {
 	c->paused = 0;
-	while (held_pending(c) && c->state == CONN_SESSION && !c->paused) {
+	while (held_pending(c) && c->state == CONN_SESSION && !c->paused && !c->suspended) {
 		unsigned act = 0;
 		size_t n = held_pending(c);
 		size_t used = sess_feed(&c->sess, c->held + c->held_off, n, &act);
@@ -365,13 +510,13 @@ static void resume(struct conn *c)
 		c->held_off += (uint32_t)used;
 		after_feed(c, used, n, act);
 	}
-	if (c->state != CONN_SESSION)
+	if (c->state != CONN_SESSION || c->suspended)
 		return;
 	if (!held_pending(c)) {
 		held_free(c);
 		if (c->tls)
 			tls_pump(c); /* records already received come before the socket */
-		if (c->state != CONN_SESSION || c->paused)
+		if (c->state != CONN_SESSION || c->paused || c->suspended)
 			return;
 		if (c->peer_eof) {
 			c->peer_eof = 0; /* the EOF is acted on now */
@@ -409,6 +554,8 @@ static void closing_progress(struct conn *c)
 void conn_sent(struct conn *c, size_t n)
 {
 	obuf_send_done(conn_outbuf(c), n);
+	if (c->throttle_bps)
+		c->send_tokens -= (int64_t)n;
 	switch (c->state) {
 	case CONN_SESSION:
 		if (n)
@@ -448,8 +595,58 @@ void conn_abort(struct conn *c, bool rst)
 	set_state(c, CONN_CLOSED);
 	c->rst = rst;
 	c->paused = 0;
+	c->suspended = 0;
+	heap_remove(c);
 	held_free(c);
 	conn_mark_dirty(c);
+}
+
+/* wake - a fault's delay is over: the deferred reply, then held input. */
+static void wake(struct conn *c)
+{
+	unsigned act;
+
+	c->suspended = 0;
+	c->suspend_until = 0;
+	act = sess_resume(&c->sess);
+	progress(c);
+	if (act & (SESS_ACT_DROP | SESS_ACT_RESET)) {
+		conn_abort(c, (act & SESS_ACT_RESET) != 0);
+		return;
+	}
+	if (obuf_pending(&c->out)) {
+		tls_flush(c);
+		conn_mark_dirty(c);
+	}
+	if (act & SESS_ACT_SUSPEND) {
+		suspend(c);
+		return;
+	}
+	if (act & SESS_ACT_STARTTLS) {
+		c->starttls = 1;
+		held_free(c); /* RFC 3207 4.2: nothing pipelined after STARTTLS runs */
+		return;
+	}
+	if (act & SESS_ACT_CLOSE) {
+		conn_close(c, act);
+		return;
+	}
+	resume(c);
+}
+
+void conn_wake_due(struct worker *w)
+{
+	while (w->nwakes && w->wakes[0]->wake_ns <= w->now) {
+		struct conn *c = w->wakes[0];
+		heap_remove(c);
+		conn_mark_dirty(c); /* a throttle's window has reopened */
+		if (c->state != CONN_SESSION || !c->suspended)
+			continue;
+		if (c->suspend_until && c->suspend_until <= w->now)
+			wake(c);
+		else if (c->suspend_until)
+			schedule(c, c->suspend_until);
+	}
 }
 
 void conn_eof(struct conn *c)
@@ -457,6 +654,12 @@ void conn_eof(struct conn *c)
 	switch (c->state) {
 	case CONN_SESSION:
 		c->peer_eof = 1;
+		if (c->suspended) {
+			/* a client that leaves a delayed or stalled reply */
+			c->w->st.peer_closed++;
+			conn_abort(c, false);
+			return;
+		}
 		if (held_pending(c))
 			return; /* held input (maybe a QUIT) is answered first */
 		if (sess_in_content(&c->sess))
@@ -521,7 +724,42 @@ static bool host_auth(void *ctx, const char *user, size_t ulen, const char *pass
 	return ok;
 }
 
-static const struct sess_policy_ops host_policy = {host_may_start, host_auth};
+/* host_fault - the session's "what now?": the plan (swapped on SIGHUP)
+ * with the client's address and the time since start; counts the decision
+ * and applies a throttle (the connection's business, not the session's). */
+static bool host_fault(void *ctx, enum fault_stage st, struct fault_ctx *fc,
+                       struct fault_decision *d)
+{
+	struct conn *c = ctx;
+	struct worker *w = c->w;
+	const struct fault_plan *p = atomic_load_explicit(&w->srv->plan, memory_order_acquire);
+
+	fc->client = &c->fip;
+	fc->now_ns = w->now - w->srv->start_ns;
+	if (!fault_decide(p, st, fc, d))
+		return false;
+	switch (d->src) {
+	case FAULT_SRC_GREYLIST:
+		w->st.greylisted++;
+		break;
+	case FAULT_SRC_RATE:
+		w->st.rate_limited++;
+		break;
+	default:
+		w->st.faults_injected++;
+		break;
+	}
+	if (d->throttle_bps && d->throttle_bps != c->throttle_bps) {
+		c->throttle_bps = d->throttle_bps;
+		c->tokens_ns = w->now;
+		c->send_tokens = c->recv_tokens =
+		    (int64_t)(d->throttle_bps / 10 ? d->throttle_bps / 10 : 1);
+		c->trusted = 0; /* bounded receives from now on */
+	}
+	return true;
+}
+
+static const struct sess_policy_ops host_policy = {host_may_start, host_auth, host_fault};
 
 static void host_begin(void *ctx)
 {
@@ -603,6 +841,12 @@ struct conn *conn_open(struct worker *w, int fd, bool tls)
 		c->sess.content_ops = &host_verify_ops;
 	else if (cfg->exit_after)
 		c->sess.content_ops = &host_count_ops;
+	if (srv->need_peer) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+			fault_ip_from_sockaddr((struct sockaddr *)&ss, &c->fip);
+	}
 	w->st.conns_accepted++;
 	atomic_fetch_add_explicit(&w->active, 1, memory_order_relaxed);
 	/* RFC 8314: on an implicit-TLS port the handshake comes first; the
@@ -616,7 +860,41 @@ struct conn *conn_open(struct worker *w, int fd, bool tls)
 		conn_abort(c, true);
 		return c;
 	}
-	if (!c->tls && atomic_load_explicit(&srv->stop_phase, memory_order_acquire))
+	if (srv->connlimit) {
+		enum fault_conn r = fault_connlimit_inc(srv->connlimit, &c->fip);
+		if (r == FAULT_CONN_LIMIT && c->tls) {
+			w->st.conns_rejected_per_ip++;
+			conn_abort(c, true); /* no plaintext 421 on a TLS port */
+			return c;
+		}
+		if (r == FAULT_CONN_LIMIT) {
+			/* --max-conns-per-ip: like Postfix smtpd_client_connection_count_limit */
+			char msg[320];
+			int k = snprintf(
+			    msg, sizeof(msg),
+			    "421 4.7.0 %s Error: too many connections from your address\r\n",
+			    cfg->hostname);
+			w->st.conns_rejected_per_ip++;
+			obuf_append(&c->out, msg, (size_t)k);
+			if (c->state == CONN_SESSION) {
+				set_state(c, CONN_CLOSING);
+				closing_progress(c);
+			}
+			return c;
+		}
+		c->connlimited = r == FAULT_CONN_OK;
+	}
+	unsigned act = sess_greet(&c->sess);
+	if (act & (SESS_ACT_DROP | SESS_ACT_RESET)) {
+		conn_abort(c, (act & SESS_ACT_RESET) != 0);
+		return c;
+	}
+	if (act & SESS_ACT_SUSPEND)
+		suspend(c);
+	else if (act & SESS_ACT_CLOSE)
+		conn_close(c, act);
+	if (c->state == CONN_SESSION && !c->suspended &&
+	    atomic_load_explicit(&srv->stop_phase, memory_order_acquire))
 		conn_close(c, sess_shutdown(&c->sess, true)); /* handed over as we stop */
 	return c;
 }
@@ -629,9 +907,12 @@ void conn_release(struct conn *c)
 	/* Only a backend's sync() releases, and the flush that called it
 	 * forgets c afterwards (see worker_flush). */
 	conn_list_remove(c);
+	heap_remove(c);
 	held_free(c);
 	tls_conn_free(c->tls);
 	c->tls = NULL;
+	if (c->connlimited)
+		fault_connlimit_dec(w->srv->connlimit, &c->fip);
 	w->st.conns_closed++;
 	{
 		uint64_t ms = (w->now - c->opened_ns) / 1000000;

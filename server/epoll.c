@@ -131,8 +131,9 @@ static bool ep_sync(struct worker *w, struct conn *c)
 
 	while (c->state != CONN_CLOSED && budget > 0) {
 		struct obuf *ob = conn_outbuf(c);
-		if (ec->writable && obuf_pending(ob)) {
-			size_t want = obuf_pending(ob);
+		size_t window = obuf_pending(ob) ? conn_send_window(c) : 0;
+		if (ec->writable && obuf_pending(ob) && window) {
+			size_t want = obuf_pending(ob) < window ? obuf_pending(ob) : window;
 			ssize_t n = send(c->fd, ob->p + ob->off, want, MSG_NOSIGNAL);
 			budget--;
 			if (n > 0) {
@@ -151,7 +152,7 @@ static bool ep_sync(struct worker *w, struct conn *c)
 		}
 	}
 	if (c->state != CONN_CLOSED && budget <= 0 &&
-	    ((ec->writable && obuf_pending(conn_outbuf(c))) ||
+	    ((ec->writable && obuf_pending(conn_outbuf(c)) && conn_send_window(c)) ||
 	     (ec->readable && conn_wants_input(c))))
 		return true; /* more next turn */
 	if (c->state == CONN_CLOSED) {

@@ -89,9 +89,11 @@ static void arm_send(struct uring_worker *u, struct conn *c)
 {
 	struct io_uring_sqe *sqe = uring_sqe(&u->ring);
 	struct uconn *uc = UC(c);
-	size_t n;
+	size_t n, window = conn_send_window(c);
 	const char *p = obuf_send_begin(conn_outbuf(c), &n);
 
+	if (n > window)
+		n = window; /* a throttle= fault */
 	io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, ud(c, OP_SEND));
 	uc->send_len = (uint32_t)n;
@@ -133,7 +135,7 @@ static bool ur_sync(struct worker *w, struct conn *c)
 		}
 		return false;
 	}
-	if (!uc->send_busy && obuf_pending(conn_outbuf(c)))
+	if (!uc->send_busy && obuf_pending(conn_outbuf(c)) && conn_send_window(c))
 		arm_send(u, c);
 	if (conn_wants_input(c)) {
 		if (!uc->recv)

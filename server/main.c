@@ -228,10 +228,16 @@ int main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	/* Pick the scanner once, before any thread exists. */
 	scan_set_impl(SCAN_IMPL_AUTO);
 
+	{
+		char err[700];
+		if (faults_setup(&srv, err, sizeof(err)))
+			usage_error("%s", err);
+	}
 	if (cfg->sess.starttls) {
 		struct tls_opts to = {.cert_file = cfg->tls_cert,
 		                      .key_file = cfg->tls_key,
@@ -296,7 +302,14 @@ int main(int argc, char **argv)
 		int sig = sigtimedwait(&set, NULL, &ts);
 		uint64_t now = now_ns();
 
-		if (sig > 0) {
+		if (sig == SIGHUP) {
+			/* reload --fault rules and --fault-file without dropping anyone */
+			char err[700];
+			if (faults_reload(&srv, err, sizeof(err)))
+				fprintf(stderr, "%s: SIGHUP: faults not reloaded: %s\n", prog, err);
+			else if (!cfg->quiet)
+				fprintf(stderr, "%s: SIGHUP: faults reloaded\n", prog);
+		} else if (sig > 0) {
 			signals++;
 			server_stop(&srv, signals == 1 ? 1 : 2, strsignal(sig));
 		}
@@ -355,6 +368,7 @@ int main(int argc, char **argv)
 	}
 	free(srv.workers);
 	tls_teardown();
+	faults_teardown(&srv);
 	for (size_t i = 0; i < cfg->nusers; i++)
 		free(cfg->users[i].name);
 	free(cfg->users);

@@ -32,12 +32,15 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "sink/fault.h"
+#include "sink/fault_policy.h"
 #include "sink/obuf.h"
 #include "sink/sess.h"
 #include "verify.h"
 
 #define SINK_MAX_LISTEN 16
 #define SINK_MAX_EXPECT 64
+#define SINK_MAX_FAULTS 256
 
 /* --expect NAME OP VALUE over the report's counters */
 enum expect_op { EXP_EQ, EXP_NE, EXP_GE, EXP_LE, EXP_GT, EXP_LT };
@@ -100,6 +103,17 @@ struct server_cfg {
 	int nexpects;
 	uint64_t max_runtime_ns; /* 0 = none */
 	struct listen_addr http; /* --http; http.len == 0: off */
+	/* faults (issue 12; docs/faults.md) */
+	const char *fault_rules[SINK_MAX_FAULTS]; /* --fault, in order */
+	int nfault_rules;
+	const char *fault_files[SINK_MAX_FAULTS]; /* --fault-file */
+	int nfault_files;
+	uint64_t seed;
+	bool address_faults;
+	uint64_t greylist_ns, greylist_expiry_ns;
+	uint32_t greylist_max;
+	const char *rate_limit, *rate_limit_reply;
+	uint32_t max_conns_per_ip;
 	const char *auth_file;   /* NULL with --auth any */
 	struct auth_user *users; /* --auth FILE */
 	size_t nusers;
@@ -122,6 +136,11 @@ struct server_cfg {
 	X(enobufs, "enobufs", "io_uring provided-buffer ring ran dry (receives re-armed)")         \
 	X(short_sends, "short_sends", "sends the kernel took only partly")                         \
 	X(recv_bytes, "recv_bytes", "octets received from clients")                                \
+	X(faults_injected, "faults_injected",                                                      \
+	  "faults injected by --fault rules and address faults")                                   \
+	X(greylisted, "greylisted", "RCPTs answered 451 by --greylist")                            \
+	X(rate_limited, "rate_limited", "MAILs answered 451 by --rate-limit")                      \
+	X(conns_rejected_per_ip, "conns_rejected_per_ip", "421 over --max-conns-per-ip")           \
 	X(tls_handshakes, "tls_handshakes", "TLS handshakes completed")                            \
 	X(tls_handshake_failures, "tls_handshake_failures", "TLS handshakes that failed")          \
 	X(tls_handshake_timeouts, "tls_handshake_timeouts", "TLS handshakes not done in 10 s")     \
@@ -205,8 +224,10 @@ struct worker {
 	uint64_t last_publish;
 	uint64_t published_loops; /* st.loops at the last publish */
 	struct conn_list lists[CONN_NSTATES];
-	struct conn *free_conns;     /* recycled connection objects */
-	struct conn *dirty;          /* connections to sync with their sockets */
+	struct conn *free_conns; /* recycled connection objects */
+	struct conn *dirty;      /* connections to sync with their sockets */
+	struct conn **wakes;     /* min-heap by wake_ns: fault delays, throttles */
+	uint32_t nwakes, capwakes;
 	char *tls_buf;               /* TLS: plaintext scratch, one record */
 	int phase_seen;              /* stop phase this worker has applied */
 	bool forced;                 /* drain deadline applied */
@@ -234,7 +255,16 @@ struct conn {
 	uint8_t rst;      /* CLOSED: reset (SO_LINGER 0) rather than FIN */
 	uint8_t in_dirty; /* on the worker's dirty list */
 	uint8_t ever_paused;
-	uint8_t starttls;     /* 220 to STARTTLS queued: TLS starts once it is sent */
+	uint8_t starttls;       /* 220 to STARTTLS queued: TLS starts once it is sent */
+	uint8_t suspended;      /* a fault deferred a reply: input is held, not fed */
+	uint8_t connlimited;    /* counted in --max-conns-per-ip */
+	uint32_t heap_i;        /* in w->wakes (1-based; 0 = not there) */
+	uint64_t wake_ns;       /* when the heap wakes it */
+	uint64_t suspend_until; /* 0: not suspended on a timer */
+	uint64_t throttle_bps;  /* a throttle= fault: octets per second each way */
+	int64_t send_tokens, recv_tokens;
+	uint64_t tokens_ns;
+	struct fault_ip fip;  /* the client, for fault rules and policies */
 	uint8_t tls_notified; /* close_notify queued */
 	struct tls_conn *tls; /* NULL: plaintext */
 	/* Input the session could not take yet (reply backpressure), copied out
@@ -282,6 +312,15 @@ struct server {
 	double start_unix;
 	/* POST /api/v1/reset: counters are reported relative to this */
 	pthread_mutex_t base_lock;
+	/* faults: the plan workers ask (swapped on SIGHUP; retired plans are
+	 * kept until exit, so no worker can be inside a freed one) */
+	_Atomic(struct fault_plan *) plan;
+	struct fault_plan *retired[64];
+	int nretired;
+	struct fault_greylist *greylist;
+	struct fault_rate *rate;
+	struct fault_connlimit *connlimit;
+	bool need_peer; /* look up each client's address (faults, limits) */
 	struct server_stats base;
 	uint64_t base_rejected, base_accept_errors;
 	uint64_t verify_run; /* smtpbench run id seen by --verify */
@@ -307,7 +346,7 @@ void conn_set_socket_reset(int fd);
 static inline bool conn_wants_input(const struct conn *c)
 {
 	if (c->state == CONN_SESSION)
-		return !c->paused && !c->peer_eof;
+		return !c->paused && !c->peer_eof && (!c->throttle_bps || c->recv_tokens > 0);
 	if (c->state == CONN_HANDSHAKE)
 		return !c->peer_eof;
 	return c->state == CONN_CLOSING && c->wr_shut && !c->peer_eof;
@@ -326,8 +365,22 @@ static inline struct obuf *conn_outbuf(struct conn *c)
  * than CONN_RECV_SMALL octets past what it could answer. */
 static inline bool conn_bulk(const struct conn *c)
 {
-	return c->trusted;
+	return c->trusted && !c->throttle_bps;
 }
+
+/* conn_send_window - octets the backend may send now (a throttle= fault
+ * paces it; otherwise unlimited). */
+size_t conn_send_window(struct conn *c);
+
+/* conn.c - timers for fault delays and throttles */
+void conn_wake_due(struct worker *w); /* run every wake whose time has come */
+
+/* faults.c - the fault plan and policies from the options */
+int faults_setup(struct server *srv, char *err, size_t errlen);
+int faults_reload(struct server *srv, char *err, size_t errlen); /* SIGHUP */
+void faults_teardown(struct server *srv);
+struct json_t;
+struct json_t *faults_report(struct server *srv); /* the JSON "faults" list */
 
 /* worker.c - the loop both backends share */
 uint64_t now_ns(void);

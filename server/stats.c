@@ -110,12 +110,13 @@ void stats_progress(struct server *srv, uint64_t now, uint64_t *last_msgs, uint6
 		return;
 	fprintf(stderr,
 	        "[%7.1fs] conns %llu  msgs %llu  %.0f msg/s  %.2f MB/s  rejected %llu  errors "
-	        "%llu\n",
+	        "%llu  faults %llu\n",
 	        (double)(now - srv->start_ns) / 1e9,
 	        (unsigned long long)atomic_load_explicit(&srv->conns, memory_order_relaxed),
 	        (unsigned long long)t.sess.msgs, (double)(t.sess.msgs - *last_msgs) / dt,
 	        (double)(t.recv_bytes - *last_bytes) / dt / 1e6,
-	        (unsigned long long)t.sess.rejected_msgs, (unsigned long long)errors_total(&t));
+	        (unsigned long long)t.sess.rejected_msgs, (unsigned long long)errors_total(&t),
+	        (unsigned long long)(t.faults_injected + t.greylisted + t.rate_limited));
 	*last_msgs = t.sess.msgs;
 	*last_bytes = t.recv_bytes;
 	*last_ns = now;
@@ -227,6 +228,8 @@ json_t *stats_report(struct server *srv, const struct server_stats *t, double se
 	json_object_set_new(root, "stop_reason",
 	                    srv->stop_reason ? json_string(srv->stop_reason) : json_null());
 	json_object_set_new(root, "counters", ctr);
+	if (srv->cfg.sess.faults)
+		json_object_set_new(root, "faults", faults_report(srv));
 	if (srv->cfg.verify) {
 		char run[24];
 		snprintf(run, sizeof(run), "%016llx", (unsigned long long)srv->verify_run);

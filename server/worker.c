@@ -280,6 +280,9 @@ static void free_all(struct worker *w)
 	w->free_conns = NULL;
 	free(w->tls_buf);
 	w->tls_buf = NULL;
+	free(w->wakes);
+	w->wakes = NULL;
+	w->nwakes = w->capwakes = 0;
 }
 
 void *worker_main(void *arg)
@@ -310,6 +313,11 @@ void *worker_main(void *arg)
 			break;
 		if (phase != w->phase_seen || w->now >= next)
 			next = worker_tick(w, phase);
+		if (w->nwakes) {
+			conn_wake_due(w);
+			if (w->nwakes && w->wakes[0]->wake_ns < next)
+				next = w->wakes[0]->wake_ns;
+		}
 		worker_flush(w);
 		if (phase >= 1 && handoffs_done && worker_empty(w))
 			break;
@@ -320,6 +328,12 @@ void *worker_main(void *arg)
 			just_stopped = w->handoffs_done; /* one more pass, without waiting */
 		}
 		uint64_t timeout = w->dirty || just_stopped ? 0 : next > w->now ? next - w->now : 0;
+		/* fault delays and throttles scheduled during the flush */
+		if (w->nwakes && timeout)
+			timeout = w->wakes[0]->wake_ns <= w->now ? 0
+			          : w->wakes[0]->wake_ns - w->now < timeout
+			              ? w->wakes[0]->wake_ns - w->now
+			              : timeout;
 		/* About to sleep: publish what happened since the last snapshot,
 		 * so readers (progress line, --http) never see stale counts. */
 		if (timeout >= PUBLISH_NS && w->published_loops != w->st.loops)

@@ -15,8 +15,13 @@
  *                   accepted, as a stopping server does)
  *   starttls=1 auth=1 auth_insecure=1 require_tls=1 require_auth=1
  *   tls=1          (TLS is up from the start, as on an implicit-TLS port)
+ *   max_msgs=N address_faults=1
  * A line "#TLS" in the input (not fed) stands for a completed STARTTLS
  * handshake: the session is told TLS started.  AUTH accepts good/secret.
+ * Lines "#fault RULE" right after the options add --fault rules (the
+ * client is 127.0.0.1, time stands still); a delayed reply is resumed at
+ * once, a stall or a drop/reset ends the transcript ("#STALL", "#DROP",
+ * "#RESET" are appended to the output so the .ref shows it).
  * Usage: transcript DIR [--write]   (--write regenerates .ref files)
  */
 #include <dirent.h>
@@ -52,7 +57,20 @@ static bool host_auth(void *ctx, const char *user, size_t ulen, const char *pass
 	return ulen == 4 && !memcmp(user, "good", 4) && plen == 6 && !memcmp(pass, "secret", 6);
 }
 
-static const struct sess_policy_ops host_ops = {host_may_start, host_auth};
+/* The transcript's fault plan: "#fault RULE" lines before the input. */
+static struct fault_plan *plan;
+static struct fault_ip client_ip = {.family = 4, .b = {127, 0, 0, 1}};
+
+static bool host_fault(void *ctx, enum fault_stage st, struct fault_ctx *fc,
+                       struct fault_decision *d)
+{
+	(void)ctx;
+	fc->client = &client_ip;
+	fc->now_ns = 0;
+	return fault_decide(plan, st, fc, d);
+}
+
+static const struct sess_policy_ops host_ops = {host_may_start, host_auth, host_fault};
 
 static char *slurp(const char *path, size_t *len)
 {
@@ -106,7 +124,14 @@ static int parse_opts(char *line, struct sess_cfg *cfg)
 			cfg->require_auth = strtoul(v, NULL, 10) != 0;
 		else if (!strcmp(t, "tls"))
 			start_tls = strtoul(v, NULL, 10) != 0;
-		else if (!strcmp(t, "line_max"))
+		else if (!strcmp(t, "max_msgs"))
+			cfg->max_msgs_per_session = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(t, "address_faults")) {
+			if (!plan)
+				plan = fault_plan_new(0);
+			fault_plan_set_address_faults(plan, strtoul(v, NULL, 10) != 0);
+			cfg->faults = true;
+		} else if (!strcmp(t, "line_max"))
 			cfg->line_max = (uint32_t)strtoul(v, NULL, 10);
 		else if (!strcmp(t, "max_errors"))
 			cfg->max_errors = (uint32_t)strtoul(v, NULL, 10);
@@ -165,10 +190,13 @@ static void play(const struct sess_cfg *cfg, const char *in, size_t len, const s
 	sess_start(&s, cfg, &r->st, &out, carry, &seq, 0);
 	s.policy_ops = &host_ops;
 	s.content_ctx = &s;
+	unsigned act = sess_greet(&s);
 	if (start_tls)
 		sess_tls_started(&s);
 	drain(&out, r);
-	while (off <= len && s.state != SESS_ST_CLOSING) {
+	while (act & SESS_ACT_SUSPEND && s.suspend_ns)
+		act = sess_resume(&s);
+	while (off <= len && s.state != SESS_ST_CLOSING && !(act & SESS_ACT_SUSPEND)) {
 		size_t end = len, done = 0;
 		while (ti < ntls && tls_at[ti] == off) {
 			sess_tls_started(&s);
@@ -186,13 +214,25 @@ static void play(const struct sess_cfg *cfg, const char *in, size_t len, const s
 			end = tls_at[ti];
 		char *piece = malloc(end - off ? end - off : 1);
 		memcpy(piece, in + off, end - off);
-		while (done < end - off) {
-			unsigned act;
+		while (done < end - off && !(act & SESS_ACT_SUSPEND) &&
+		       s.state != SESS_ST_CLOSING) {
 			done += sess_feed(&s, piece + done, end - off - done, &act);
 			drain(&out, r);
+			while (act & SESS_ACT_SUSPEND && s.suspend_ns) { /* delay=: time passes */
+				act = sess_resume(&s);
+				drain(&out, r);
+			}
 		}
 		free(piece);
 		off = end;
+	}
+	if (act & (SESS_ACT_SUSPEND | SESS_ACT_DROP | SESS_ACT_RESET)) {
+		const char *m = act & SESS_ACT_DROP    ? "#DROP\n"
+		                : act & SESS_ACT_RESET ? "#RESET\n"
+		                                       : "#STALL\n";
+		r->out = realloc(r->out, r->len + strlen(m) + 1);
+		memcpy(r->out + r->len, m, strlen(m));
+		r->len += strlen(m);
 	}
 	obuf_free(&out);
 	free(carry);
@@ -262,6 +302,8 @@ static int run_one(const char *dir, const char *name, int write)
 	}
 	sess_cfg_defaults(&cfg);
 	cfg.hostname = "sink.test";
+	fault_plan_free(plan);
+	plan = NULL;
 	stop_after = 0;
 	start_tls = false;
 	if (len >= 2 && in[0] == '#' && in[1] == '!') {
@@ -275,6 +317,20 @@ static int run_one(const char *dir, const char *name, int write)
 			return 1;
 		}
 		free(opts);
+	}
+	while (len - skip > 7 && !memcmp(in + skip, "#fault ", 7)) {
+		char *nl = memchr(in + skip, '\n', len - skip), err[512];
+		size_t end = nl ? (size_t)(nl - in) : len, rl = end - skip - 7;
+		if (rl && in[skip + 7 + rl - 1] == '\r')
+			rl--;
+		if (!plan)
+			plan = fault_plan_new(0);
+		if (fault_plan_add(plan, in + skip + 7, rl, err, sizeof(err))) {
+			fprintf(stderr, "%s: bad #fault: %s\n", name, err);
+			return 1;
+		}
+		cfg.faults = true;
+		skip = nl ? end + 1 : len;
 	}
 	len = skip + cut_tls_markers(in + skip, len - skip);
 	play(&cfg, in + skip, len - skip, NULL, 0, 0, &whole);
@@ -372,6 +428,7 @@ int main(int argc, char **argv)
 		free(ents[i]);
 	}
 	free(ents);
+	fault_plan_free(plan);
 	printf("transcripts: %d passed, %d failed\n", pass, fail);
 	return fail ? 1 : 0;
 }

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sink/fault.h"
 #include "sink/obuf.h"
 #include "sink/scan.h"
 
@@ -63,6 +64,11 @@ struct sess_cfg {
 	bool auth_insecure; /* ... also before TLS (otherwise only over TLS) */
 	bool require_tls;   /* 530 5.7.0 for MAIL/RCPT/DATA/BDAT/AUTH before TLS */
 	bool require_auth;  /* 530 5.7.0 for MAIL until authenticated */
+	/* faults: the host may answer "what now?" (policy_ops->fault) before
+	 * replies; the session then keeps the HELO name and MAIL FROM it needs
+	 * for matching */
+	bool faults;
+	uint32_t max_msgs_per_session; /* 421 after that many messages; 0 = none */
 };
 
 void sess_cfg_defaults(struct sess_cfg *cfg);
@@ -110,7 +116,12 @@ int sess_bare_lf_by_name(const char *name);
 	X(auth_plain_failed, "auth_plain_failed", "AUTH PLAIN answered 535")                       \
 	X(auth_login_ok, "auth_login_ok", "AUTH LOGIN answered 235")                               \
 	X(auth_login_failed, "auth_login_failed", "AUTH LOGIN answered 535")                       \
-	X(auth_aborted, "auth_aborted", "AUTH cancelled by the client with * (501)")
+	X(auth_aborted, "auth_aborted", "AUTH cancelled by the client with * (501)")               \
+	X(faults_replied, "faults_replied", "replies replaced by a fault (rule or policy)")        \
+	X(faults_closed, "faults_closed", "connections dropped or reset by a fault")               \
+	X(faults_delayed, "faults_delayed", "replies delayed or stalled by a fault")               \
+	X(msgs_per_session_close, "msgs_per_session_close",                                        \
+	  "421 after --max-msgs-per-session messages")
 
 /* Message sizes for a histogram (Prometheus smtpsink_message_size_bytes):
  * upper bounds in octets; the last bucket is +Inf. */
@@ -173,6 +184,12 @@ enum sess_state {
 /* SESS_ACT_STARTTLS - send the 220, then start TLS; the input after the
  * STARTTLS line was discarded (RFC 3207 4.2, CVE-2011-0411). */
 #define SESS_ACT_STARTTLS 0x2u
+/* A fault: close now without a reply (DROP), or with a reset (RESET); or
+ * SUSPEND: stop; the host calls sess_resume() after s->suspend_ns (0:
+ * never - a stall, until the client leaves or the idle timeout). */
+#define SESS_ACT_DROP    0x4u
+#define SESS_ACT_RESET   0x8u
+#define SESS_ACT_SUSPEND 0x10u
 
 /* Optional content observer (integrity verification, later capture).  The
  * session calls begin when content starts (354 sent / first BDAT chunk),
@@ -196,6 +213,12 @@ struct sess_policy_ops {
 	 * NUL-terminated and are wiped after the call: never keep them.  NULL:
 	 * any credentials pass. */
 	bool (*auth_check)(void *ctx, const char *user, size_t ulen, const char *pass, size_t plen);
+	/* fault - "what now?" before the reply at stage st (fault.h): the
+	 * session fills what it knows (HELO, MAIL FROM, RCPT, size), the host
+	 * the client address and the time, asks its plan and applies a
+	 * throttle itself; true: *d replaces or defers the normal reply. */
+	bool (*fault)(void *ctx, enum fault_stage st, struct fault_ctx *fc,
+	              struct fault_decision *d);
 };
 
 struct sess {
@@ -217,9 +240,24 @@ struct sess {
 	uint8_t bdat_prev_state; /* state to return to after the chunk */
 	uint16_t tx_fail_reason; /* which reply to give at end of content */
 	uint32_t nrcpt;
-	uint32_t nrcpt_refused; /* 452s for too many recipients in this transaction */
-	uint32_t msgs;          /* messages accepted in this session */
-	uint8_t stage;          /* enum sess_stage of the command being answered */
+	uint32_t nrcpt_refused;        /* 452s for too many recipients in this transaction */
+	uint32_t msgs;                 /* messages accepted in this session */
+	uint8_t stage;                 /* enum sess_stage of the command being answered */
+	uint8_t defer;                 /* a deferred reply: what sess_resume() does */
+	uint8_t suspended;             /* SESS_ACT_SUSPEND returned, sess_resume() not yet */
+	uint8_t fault_close;           /* SESS_ACT_DROP / SESS_ACT_RESET: a fault closes */
+	uint64_t suspend_ns;           /* with SESS_ACT_SUSPEND: how long; 0 = a stall */
+	struct fault_decision pending; /* the decision a deferred reply acts on */
+	/* the deferred command (its line copied into the scanner's carry) */
+	const void *defer_cmd;
+	const char *defer_arg;
+	uint32_t defer_arglen;
+	uint64_t defer_n, defer_size;
+	uint8_t defer_flag, defer_has_size;
+	/* for fault matching (cfg->faults): HELO name and MAIL FROM */
+	uint16_t f_helo_len, f_from_len;
+	uint8_t f_has_from;
+	char f_helo[256], f_from[256];
 	uint8_t tls;            /* TLS is active (implicit, or after STARTTLS) */
 	uint8_t tls_pending;    /* STARTTLS answered: input is dropped until TLS */
 	uint8_t authed;         /* AUTH succeeded (RFC 4954 4: once per session) */
@@ -252,6 +290,16 @@ unsigned sess_timeout(struct sess *s);
  * is inside DATA/BDAT and !force (then returns 0: the message may finish and
  * the session closes right after its reply, see may_start). */
 unsigned sess_shutdown(struct sess *s, bool force);
+
+/* sess_greet - the 220 greeting (or what a connect-stage fault says
+ * instead); call once after sess_start() and setting the ops.  Returns
+ * SESS_ACT_* bits as sess_feed() does. */
+unsigned sess_greet(struct sess *s);
+
+/* sess_resume - a suspended session's time has come: send the deferred
+ * reply (acting on the fault decision that deferred it), then input may be
+ * fed again.  Returns SESS_ACT_* bits. */
+unsigned sess_resume(struct sess *s);
 
 /* sess_tls_started - TLS is up.  After STARTTLS the session returns to the
  * state right after the greeting and forgets what the client said before

@@ -50,7 +50,8 @@ static void run_scan(const uint8_t *d, size_t n, int data, unsigned pat, struct 
 			size_t used;
 			if (st.mode == SCAN_MODE_DATA) {
 				struct scan_seg seg;
-				used = scan_data(&st, (const char *)d + off + p, len - p, &seg, &ev);
+				used =
+				    scan_data(&st, (const char *)d + off + p, len - p, &seg, &ev);
 				mix(t, seg.p, seg.len);
 			} else {
 				struct scan_line l;
@@ -87,6 +88,7 @@ static void run_sess(const uint8_t *d, size_t n, size_t step, struct trace *t)
 	memset(t, 0, sizeof(*t));
 	t->h = 0xcbf29ce484222325ull;
 	sess_start(&s, &cfg, &stats, &out, carry, &seq, 0);
+	sess_greet(&s);
 	while (off < n && s.state != SESS_ST_CLOSING) {
 		size_t len = step && step < n - off ? step : n - off;
 		size_t done = 0;

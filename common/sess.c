@@ -63,6 +63,7 @@ enum reply_id {
 	R_421_TIMEOUT,
 	R_421_SHUTDOWN,
 	R_421_MSGS,
+	R_STORAGE,
 	R_STARTTLS_GO,
 	R_TLS_ACTIVE,
 	R_NEED_TLS,
@@ -160,6 +161,8 @@ static const struct reply_def reply_table[R_COUNT] = {
     /* --max-msgs-per-session, as large providers end long sessions */
     [R_421_MSGS] = {"421", "4.7.0", "Error: too many messages in this session",
                     CTR(msgs_per_session_close), RF_HOST | RF_NOERROR},
+    /* RFC 5321 4.2.3 / RFC 3463: the message could not be stored */
+    [R_STORAGE] = {"452", "4.3.1", "Insufficient system storage", CTR(err_storage), RF_NOERROR},
     /* RFC 3207 4 */
     [R_STARTTLS_GO] = {"220", "2.0.0", "Ready to start TLS", CTR(starttls), 0},
     [R_TLS_ACTIVE] = {"503", "5.5.1", "Error: TLS already active", CTR(err_sequence), 0},
@@ -713,6 +716,9 @@ static void message_faulted(struct sess *s, const struct fault_decision *d, uint
 
 /* --- commands ---------------------------------------------------------- */
 
+static void envelope(struct sess *s, char kind, const char *arg, size_t n, size_t skip);
+static int commit_message(struct sess *s);
+
 /* auth_offered - RFC 4954 4: AUTH only over TLS unless told otherwise
  * (PLAIN and LOGIN send the password in the clear). */
 static bool auth_offered(const struct sess *s)
@@ -729,7 +735,7 @@ static int check_helo(struct sess *s, struct cmd_ctx *c)
 /* HELO/EHLO abort a transaction in progress (RFC 5321 4.1.4). */
 static void proceed_helo(struct sess *s, struct cmd_ctx *c)
 {
-	if (s->cfg->faults)
+	if (s->cfg->faults || s->cfg->keep_helo)
 		keep(s->f_helo, &s->f_helo_len, c->arg, c->arglen, sizeof(s->f_helo));
 	s->state = SESS_ST_READY;
 	tx_reset(s);
@@ -747,7 +753,7 @@ static void proceed_ehlo(struct sess *s, struct cmd_ctx *c)
 	char size[32];
 	int n = 0;
 
-	if (s->cfg->faults)
+	if (s->cfg->faults || s->cfg->keep_helo)
 		keep(s->f_helo, &s->f_helo_len, c->arg, c->arglen, sizeof(s->f_helo));
 	s->state = SESS_ST_READY;
 	tx_reset(s);
@@ -857,6 +863,7 @@ static void proceed_mail(struct sess *s, struct cmd_ctx *c)
 		stop_session(s); /* no new transaction once the server is stopping */
 		return;
 	}
+	envelope(s, 'M', c->arg, c->arglen, 5);
 	lenient(s, (unsigned)c->n);
 	s->state = SESS_ST_MAIL;
 	s->tx_smtputf8 = c->flag;
@@ -901,8 +908,19 @@ static int check_rcpt(struct sess *s, struct cmd_ctx *c)
 	return -1;
 }
 
+static void envelope(struct sess *s, char kind, const char *arg, size_t n, size_t skip)
+{
+	if (s->content_ops && s->content_ops->envelope) {
+		const char *p;
+		size_t len;
+		path_of(arg, n, skip, &p, &len);
+		s->content_ops->envelope(s->content_ctx, kind, p, len);
+	}
+}
+
 static void proceed_rcpt(struct sess *s, struct cmd_ctx *c)
 {
+	envelope(s, 'R', c->arg, c->arglen, 3);
 	lenient(s, (unsigned)c->n);
 	s->state = SESS_ST_RCPT;
 	s->nrcpt++;
@@ -1047,7 +1065,15 @@ static void bdat_finish(struct sess *s, bool resumed)
 	}
 	if (v == R_OK) {
 		if (s->bdat_last) {
-			accept_message(s, s->tx_size, false);
+			int commit = commit_message(s);
+			if (commit == SESS_COMMIT_WAIT) {
+				s->defer = DEFER_BDAT;
+				return;
+			}
+			if (commit == SESS_COMMIT_FAIL)
+				reject_message(s, R_STORAGE);
+			else
+				accept_message(s, s->tx_size, false);
 			message_done(s);
 		} else {
 			reply_open(s, R_CHUNK_OK);
@@ -1536,6 +1562,23 @@ static void on_line(struct sess *s, const struct scan_line *l, bool more)
 	}
 }
 
+/* commit_message - the host's word before a 250 (see content_ops->commit);
+ * WAIT suspends the session without a timer: the host resumes it. */
+static int commit_message(struct sess *s)
+{
+	int r;
+
+	if (!s->content_ops || !s->content_ops->commit)
+		return SESS_COMMIT_OK;
+	r = s->content_ops->commit(s->content_ctx);
+	if (r == SESS_COMMIT_WAIT) {
+		memset(&s->pending, 0, sizeof(s->pending)); /* no fault left to apply */
+		s->suspend_ns = 0;
+		s->suspended = 1;
+	}
+	return r;
+}
+
 /* end_data - <CRLF>.<CRLF> consumed: account and answer (RFC 5321 4.1.1.4).
  * resumed: a fault deferred this reply and its time has come. */
 static void end_data(struct sess *s, bool resumed)
@@ -1573,7 +1616,15 @@ static void end_data(struct sess *s, bool resumed)
 		/* Postfix's delayed reject: read to the real end, then 550. */
 		reject_message(s, R_BARE_LF);
 	} else {
-		accept_message(s, ds->octets, bare && s->cfg->bare_lf == SESS_BARE_LF_NOTE);
+		int commit = commit_message(s);
+		if (commit == SESS_COMMIT_WAIT) {
+			s->defer = DEFER_EOD;
+			return;
+		}
+		if (commit == SESS_COMMIT_FAIL)
+			reject_message(s, R_STORAGE);
+		else
+			accept_message(s, ds->octets, bare && s->cfg->bare_lf == SESS_BARE_LF_NOTE);
 	}
 	message_done(s);
 }

@@ -116,6 +116,13 @@ static void usage(void)
 	    "      --rate-limit-reply 'CODE TEXT'  instead of the 451\n"
 	    "      --max-msgs-per-session N  421 4.7.0 after N messages in a session\n"
 	    "      --max-conns-per-ip N 421 4.7.0 to more connections from one address\n"
+	    "      --capture DIR        store accepted messages byte-exact in the Maildir DIR\n"
+	    "                           (tmp/ -> new/) with DIR/index.jsonl, by a writer\n"
+	    "                           thread (workers never wait for the disk)\n"
+	    "      --capture-sample 1/N, --capture-first N, --capture-max-bytes SIZE\n"
+	    "                           store only every N-th, the first N, up to SIZE\n"
+	    "      --capture-strict     452 4.3.1 when a message could not be stored\n"
+	    "                           (default: accepted anyway, capture_dropped)\n"
 	    "      --http ADDR:PORT     admin HTTP: /metrics (Prometheus), /livez, /readyz,\n"
 	    "                           /api/v1/stats, POST /api/v1/reset [off]\n"
 	    "      --expect EXPR        when the sink stops, check a counter of the report:\n"
@@ -395,7 +402,12 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 		O_RATE_LIMIT,
 		O_RATE_LIMIT_REPLY,
 		O_MAX_MSGS_SESSION,
-		O_MAX_CONNS_IP
+		O_MAX_CONNS_IP,
+		O_CAPTURE,
+		O_CAPTURE_SAMPLE,
+		O_CAPTURE_FIRST,
+		O_CAPTURE_MAX,
+		O_CAPTURE_STRICT
 	};
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
@@ -444,6 +456,11 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 	    {"rate-limit-reply", required_argument, NULL, O_RATE_LIMIT_REPLY},
 	    {"max-msgs-per-session", required_argument, NULL, O_MAX_MSGS_SESSION},
 	    {"max-conns-per-ip", required_argument, NULL, O_MAX_CONNS_IP},
+	    {"capture", required_argument, NULL, O_CAPTURE},
+	    {"capture-sample", required_argument, NULL, O_CAPTURE_SAMPLE},
+	    {"capture-first", required_argument, NULL, O_CAPTURE_FIRST},
+	    {"capture-max-bytes", required_argument, NULL, O_CAPTURE_MAX},
+	    {"capture-strict", no_argument, NULL, O_CAPTURE_STRICT},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},
@@ -638,6 +655,27 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 			cfg->max_conns_per_ip =
 			    (uint32_t)opt_count("--max-conns-per-ip", optarg, 1u << 30);
 			break;
+		case O_CAPTURE:
+			cfg->capture_dir = optarg;
+			break;
+		case O_CAPTURE_SAMPLE: {
+			const char *v = optarg;
+			if (!strncmp(v, "1/", 2))
+				v += 2;
+			cfg->capture_sample = opt_count("--capture-sample (1/N)", v, 1u << 30);
+			if (!cfg->capture_sample)
+				usage_error("--capture-sample must be 1/N with N >= 1");
+			break;
+		}
+		case O_CAPTURE_FIRST:
+			cfg->capture_first = opt_count("--capture-first", optarg, UINT64_MAX);
+			break;
+		case O_CAPTURE_MAX:
+			cfg->capture_max_bytes = opt_size("--capture-max-bytes", optarg);
+			break;
+		case O_CAPTURE_STRICT:
+			cfg->capture_strict = true;
+			break;
 		case O_HTTP: {
 			char err[128];
 			if (addr_parse(optarg, 1, &cfg->http.ss, &cfg->http.len, err, sizeof(err)))
@@ -690,6 +728,10 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 		usage_error(
 		    "--auth needs TLS (--tls-self-signed or --tls-cert) or --auth-insecure: "
 		    "AUTH PLAIN/LOGIN are only offered over TLS (RFC 4954 4)");
+	if ((cfg->capture_sample || cfg->capture_first || cfg->capture_max_bytes ||
+	     cfg->capture_strict) &&
+	    !cfg->capture_dir)
+		usage_error("--capture-sample/-first/-max-bytes/-strict need --capture DIR");
 	if ((cfg->sess.require_auth || cfg->sess.auth_insecure) && !cfg->sess.auth)
 		usage_error("--require-auth and --auth-insecure need --auth");
 	cfg->sess.starttls = tls;

@@ -634,6 +634,14 @@ static void wake(struct conn *c)
 	resume(c);
 }
 
+void conn_resume_now(struct conn *c)
+{
+	if (c->state != CONN_SESSION || !c->suspended)
+		return;
+	c->suspend_until = c->w->now ? c->w->now : 1;
+	schedule(c, c->suspend_until);
+}
+
 void conn_wake_due(struct worker *w)
 {
 	while (w->nwakes && w->wakes[0]->wake_ns <= w->now) {
@@ -765,14 +773,30 @@ static void host_begin(void *ctx)
 {
 	struct conn *c = ctx;
 
-	stamp_verify_begin(&c->vc);
+	if (c->w->srv->cfg.verify)
+		stamp_verify_begin(&c->vc);
+	if (c->w->capring)
+		capture_begin(c);
 }
 
 static void host_content(void *ctx, const char *p, size_t n)
 {
 	struct conn *c = ctx;
 
-	stamp_verify_feed(&c->vc, p, n);
+	if (c->w->srv->cfg.verify)
+		stamp_verify_feed(&c->vc, p, n);
+	if (c->w->capring)
+		capture_content(c, p, n);
+}
+
+static void host_envelope(void *ctx, char kind, const char *addr, size_t n)
+{
+	capture_envelope(ctx, kind, addr, n);
+}
+
+static int host_commit(void *ctx)
+{
+	return capture_commit(ctx);
 }
 
 /* host_end - --verify's check and --exit-after's count.  The count is one
@@ -786,14 +810,19 @@ static void host_end(void *ctx, bool accepted)
 
 	if (srv->cfg.verify)
 		verify_message_end(c->w, &c->vc, accepted);
+	if (c->w->capring)
+		capture_end(c, accepted);
 	if (accepted && srv->cfg.exit_after &&
 	    atomic_fetch_add_explicit(&srv->total_msgs, 1, memory_order_relaxed) + 1 ==
 	        srv->cfg.exit_after)
 		server_stop(srv, 1, "--exit-after reached");
 }
 
-static const struct sess_content_ops host_verify_ops = {host_begin, host_content, host_end};
-static const struct sess_content_ops host_count_ops = {NULL, NULL, host_end};
+static const struct sess_content_ops host_verify_ops = {host_begin, host_content, host_end, NULL,
+                                                        NULL};
+static const struct sess_content_ops host_capture_ops = {host_begin, host_content, host_end,
+                                                         host_envelope, host_commit};
+static const struct sess_content_ops host_count_ops = {NULL, NULL, host_end, NULL, NULL};
 
 /* --- open and release ------------------------------------------------- */
 
@@ -837,7 +866,9 @@ struct conn *conn_open(struct worker *w, int fd, bool tls)
 	           (uint32_t)w->id);
 	c->sess.policy_ops = &host_policy;
 	c->sess.content_ctx = c;
-	if (cfg->verify)
+	if (w->capring)
+		c->sess.content_ops = &host_capture_ops;
+	else if (cfg->verify)
 		c->sess.content_ops = &host_verify_ops;
 	else if (cfg->exit_after)
 		c->sess.content_ops = &host_count_ops;
@@ -909,6 +940,17 @@ void conn_release(struct conn *c)
 	conn_list_remove(c);
 	heap_remove(c);
 	held_free(c);
+	if (c->cap_waiting) {
+		for (struct conn **pc = &w->capwait; *pc; pc = &(*pc)->cap_next)
+			if (*pc == c) {
+				*pc = c->cap_next;
+				break;
+			}
+		c->cap_waiting = 0;
+	}
+	free(c->env);
+	c->env = NULL;
+	c->env_len = c->env_cap = 0;
 	tls_conn_free(c->tls);
 	c->tls = NULL;
 	if (c->connlimited)

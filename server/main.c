@@ -268,6 +268,14 @@ int main(int argc, char **argv)
 		die("out of memory");
 	for (int i = 0; i < srv.nworkers; i++)
 		worker_init(&srv.workers[i], &srv, i, ops);
+	if (cfg->capture_dir) {
+		char err[3400];
+		signal(SIGXFSZ, SIG_IGN); /* a file-size limit is a write error, not death */
+		if (capture_setup(&srv, err, sizeof(err)))
+			usage_error("%s", err);
+		cfg->sess.keep_helo = true; /* for the index */
+		srv.need_peer = true;
+	}
 	srv.start_ns = now_ns();
 	srv.start_unix = (double)time(NULL);
 	pthread_mutex_init(&srv.base_lock, NULL);
@@ -345,6 +353,7 @@ int main(int argc, char **argv)
 	}
 	if (srv.have_acceptor)
 		pthread_join(srv.acceptor, NULL);
+	capture_stop(&srv); /* what the workers queued is written first */
 	http_stop();
 	for (int i = 0; i < cfg->nlisten; i++)
 		if (cfg->listen[i].fd >= 0)

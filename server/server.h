@@ -114,6 +114,11 @@ struct server_cfg {
 	uint32_t greylist_max;
 	const char *rate_limit, *rate_limit_reply;
 	uint32_t max_conns_per_ip;
+	/* --capture */
+	const char *capture_dir;
+	uint64_t capture_sample; /* --capture-sample 1/N */
+	uint64_t capture_first, capture_max_bytes;
+	bool capture_strict;
 	const char *auth_file;   /* NULL with --auth any */
 	struct auth_user *users; /* --auth FILE */
 	size_t nusers;
@@ -141,6 +146,8 @@ struct server_cfg {
 	X(greylisted, "greylisted", "RCPTs answered 451 by --greylist")                            \
 	X(rate_limited, "rate_limited", "MAILs answered 451 by --rate-limit")                      \
 	X(conns_rejected_per_ip, "conns_rejected_per_ip", "421 over --max-conns-per-ip")           \
+	X(capture_dropped, "capture_dropped", "messages not captured: the writer was behind")      \
+	X(capture_skipped, "capture_skipped", "messages not captured: --capture-sample/-first")    \
 	X(tls_handshakes, "tls_handshakes", "TLS handshakes completed")                            \
 	X(tls_handshake_failures, "tls_handshake_failures", "TLS handshakes that failed")          \
 	X(tls_handshake_timeouts, "tls_handshake_timeouts", "TLS handshakes not done in 10 s")     \
@@ -224,9 +231,11 @@ struct worker {
 	uint64_t last_publish;
 	uint64_t published_loops; /* st.loops at the last publish */
 	struct conn_list lists[CONN_NSTATES];
-	struct conn *free_conns; /* recycled connection objects */
-	struct conn *dirty;      /* connections to sync with their sockets */
-	struct conn **wakes;     /* min-heap by wake_ns: fault delays, throttles */
+	struct conn *free_conns;  /* recycled connection objects */
+	struct conn *dirty;       /* connections to sync with their sockets */
+	struct cap_ring *capring; /* --capture: records for the writer thread */
+	struct conn *capwait;     /* --capture-strict: sessions waiting for a verdict */
+	struct conn **wakes;      /* min-heap by wake_ns: fault delays, throttles */
 	uint32_t nwakes, capwakes;
 	char *tls_buf;               /* TLS: plaintext scratch, one record */
 	int phase_seen;              /* stop phase this worker has applied */
@@ -264,7 +273,14 @@ struct conn {
 	uint64_t throttle_bps;  /* a throttle= fault: octets per second each way */
 	int64_t send_tokens, recv_tokens;
 	uint64_t tokens_ns;
-	struct fault_ip fip;  /* the client, for fault rules and policies */
+	struct fault_ip fip; /* the client, for fault rules and policies */
+	/* --capture: this message's record id (0: not captured) and state */
+	uint64_t cap_id, cap_size;
+	uint8_t cap_failed, cap_waiting;
+	int8_t cap_verdict;    /* --capture-strict: 1 stored, -1 not */
+	struct conn *cap_next; /* in w->capwait */
+	char *env;             /* envelope for the index: "Mfrom\0Rrcpt\0..." */
+	size_t env_len, env_cap;
 	uint8_t tls_notified; /* close_notify queued */
 	struct tls_conn *tls; /* NULL: plaintext */
 	/* Input the session could not take yet (reply backpressure), copied out
@@ -321,6 +337,8 @@ struct server {
 	struct fault_rate *rate;
 	struct fault_connlimit *connlimit;
 	bool need_peer; /* look up each client's address (faults, limits) */
+	/* --capture: counted by the writer thread */
+	_Atomic uint64_t captured, capture_write_errors, capture_over_max;
 	struct server_stats base;
 	uint64_t base_rejected, base_accept_errors;
 	uint64_t verify_run; /* smtpbench run id seen by --verify */
@@ -374,6 +392,19 @@ size_t conn_send_window(struct conn *c);
 
 /* conn.c - timers for fault delays and throttles */
 void conn_wake_due(struct worker *w); /* run every wake whose time has come */
+
+/* capture.c - --capture DIR */
+struct cap_ring;
+int capture_setup(struct server *srv, char *err, size_t errlen);
+void capture_stop(struct server *srv);
+const char *capture_dir(void);
+void capture_begin(struct conn *c);
+void capture_content(struct conn *c, const char *p, size_t n);
+void capture_end(struct conn *c, bool accepted);
+void capture_envelope(struct conn *c, char kind, const char *addr, size_t n);
+int capture_commit(struct conn *c);
+void capture_poll_done(struct worker *w);
+void conn_resume_now(struct conn *c); /* conn.c: wake a session a host suspended */
 
 /* faults.c - the fault plan and policies from the options */
 int faults_setup(struct server *srv, char *err, size_t errlen);

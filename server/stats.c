@@ -215,6 +215,19 @@ json_t *stats_report(struct server *srv, const struct server_stats *t, double se
 	json_object_set_new(ctr, "conns_rejected", json_integer((json_int_t)stats_rejected(srv)));
 	json_object_set_new(ctr, "accept_errors",
 	                    json_integer((json_int_t)stats_accept_errors(srv)));
+	if (srv->cfg.capture_dir) {
+		/* the writer thread's part of the capture counters */
+		json_object_set_new(ctr, "captured",
+		                    json_integer((json_int_t)atomic_load(&srv->captured)));
+		json_object_set_new(
+		    ctr, "capture_dropped",
+		    json_integer((json_int_t)(t->capture_dropped +
+		                              atomic_load(&srv->capture_write_errors))));
+		json_object_set_new(
+		    ctr, "capture_skipped",
+		    json_integer(
+		        (json_int_t)(t->capture_skipped + atomic_load(&srv->capture_over_max))));
+	}
 	json_object_set_new(root, "program", json_string("smtpsink"));
 	json_object_set_new(root, "schema", json_integer(1));
 	json_object_set_new(root, "version", json_string(SINK_VERSION));

@@ -313,6 +313,8 @@ void *worker_main(void *arg)
 			break;
 		if (phase != w->phase_seen || w->now >= next)
 			next = worker_tick(w, phase);
+		if (w->capring)
+			capture_poll_done(w); /* --capture-strict verdicts */
 		if (w->nwakes) {
 			conn_wake_due(w);
 			if (w->nwakes && w->wakes[0]->wake_ns < next)

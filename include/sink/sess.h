@@ -68,6 +68,7 @@ struct sess_cfg {
 	 * replies; the session then keeps the HELO name and MAIL FROM it needs
 	 * for matching */
 	bool faults;
+	bool keep_helo;                /* keep the HELO name (for capture's index) */
 	uint32_t max_msgs_per_session; /* 421 after that many messages; 0 = none */
 };
 
@@ -120,6 +121,8 @@ int sess_bare_lf_by_name(const char *name);
 	X(faults_replied, "faults_replied", "replies replaced by a fault (rule or policy)")        \
 	X(faults_closed, "faults_closed", "connections dropped or reset by a fault")               \
 	X(faults_delayed, "faults_delayed", "replies delayed or stalled by a fault")               \
+	X(err_storage, "err_storage",                                                              \
+	  "452 4.3.1 a message could not be stored (--capture-strict)")                            \
 	X(msgs_per_session_close, "msgs_per_session_close",                                        \
 	  "421 after --max-msgs-per-session messages")
 
@@ -199,7 +202,18 @@ struct sess_content_ops {
 	void (*begin)(void *ctx);
 	void (*content)(void *ctx, const char *p, size_t n);
 	void (*end)(void *ctx, bool accepted);
+	/* envelope - MAIL FROM ('M') or an accepted RCPT TO ('R'), the address
+	 * without <> (capture's index); NULL: not needed. */
+	void (*envelope)(void *ctx, char kind, const char *addr, size_t n);
+	/* commit - may the message be accepted?  Asked before its 250: a host
+	 * that stores mail answers SESS_COMMIT_WAIT until it knows (it then
+	 * calls sess_resume(), and is asked again), or SESS_COMMIT_FAIL when it
+	 * could not store it: the client gets 452 4.3.1 and nothing is
+	 * acknowledged and lost.  NULL: always OK. */
+	int (*commit)(void *ctx);
 };
+
+enum { SESS_COMMIT_OK = 0, SESS_COMMIT_WAIT = 1, SESS_COMMIT_FAIL = -1 };
 
 /* Questions the session asks its host where a server-wide policy applies;
  * NULL ops or NULL members mean "yes".  Called with content_ctx. */

@@ -27,6 +27,11 @@ void server_unadmit(struct server *srv)
 	atomic_fetch_sub(&srv->conns, 1);
 }
 
+void worker_wake(struct worker *wk)
+{
+	(void)wk;
+}
+
 static struct server srv;
 static struct worker w;
 static int peer = -1;

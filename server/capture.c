@@ -74,6 +74,7 @@ static struct {
 	_Atomic int stop;
 	struct wmsg *tab[4096];
 	FILE *index;
+	int newdir; /* DIR/new, fsync'd after each rename under --capture-strict */
 	char host[64];
 	_Atomic uint64_t seen, bytes; /* for --capture-sample / -first / -max-bytes */
 } cap;
@@ -353,7 +354,11 @@ static bool finish(struct wmsg *m, const char *entry, size_t n)
 
 	snprintf(from, sizeof(from), "%s/tmp/%s", cap.dir, m->name);
 	snprintf(to, sizeof(to), "%s/new/%s", cap.dir, m->name);
-	if (m->failed || close(m->fd)) {
+	/* --capture-strict acknowledges only what survives a crash: like a
+	 * Maildir delivery agent, make the data durable before the rename that
+	 * publishes it, and the rename durable before the 250. */
+	bool durable = cfg->capture_strict;
+	if (m->failed || (durable && fsync(m->fd)) || close(m->fd)) {
 		if (!m->failed)
 			wfail(m);
 		m->fd = -1;
@@ -368,9 +373,9 @@ static bool finish(struct wmsg *m, const char *entry, size_t n)
 		unlink(from);
 		return false;
 	}
-	if (rename(from, to)) {
+	if (rename(from, to) || (durable && fsync(cap.newdir))) {
 		wfail(m);
-		unlink(from);
+		unlink(access(to, F_OK) ? from : to);
 		return false;
 	}
 	json_error_t je;
@@ -379,7 +384,8 @@ static bool finish(struct wmsg *m, const char *entry, size_t n)
 		json_object_set_new(o, "file", json_string(m->name));
 		char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 		json_decref(o);
-		if (!line || fprintf(cap.index, "%s\n", line) < 0 || fflush(cap.index)) {
+		if (!line || fprintf(cap.index, "%s\n", line) < 0 || fflush(cap.index) ||
+		    (durable && fdatasync(fileno(cap.index)))) {
 			free(line);
 			wfail(m);
 			unlink(to); /* not indexed: not delivered */
@@ -512,6 +518,12 @@ int capture_setup(struct server *srv, char *err, size_t errlen)
 		snprintf(err, errlen, "--capture %s: %s", ipath, strerror(errno));
 		return -1;
 	}
+	snprintf(path, sizeof(path), "%s/new", cap.dir);
+	cap.newdir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cap.newdir < 0) {
+		snprintf(err, errlen, "--capture %s: %s", path, strerror(errno));
+		return -1;
+	}
 	/* the Maildir name's host part must not hold '/' or ':' */
 	snprintf(cap.host, sizeof(cap.host), "%.63s", cfg->hostname);
 	for (char *q = cap.host; *q; q++)
@@ -554,6 +566,7 @@ void capture_stop(struct server *srv)
 			free(m);
 		}
 	fclose(cap.index);
+	close(cap.newdir);
 	close(cap.kick);
 	for (int i = 0; i < srv->nworkers; i++) {
 		if (srv->workers[i].capring)

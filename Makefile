@@ -1,7 +1,9 @@
 # Thin wrapper over CMake so the README's two commands stay true:
 #   make run   - install deps, build, start the sink in the foreground
 #   make test  - install deps, build normal + ASan/UBSan + TSan, run every test
-# Variables: JOBS, BUILD, ASAN_BUILD, FUZZ_SECONDS, RUN_ARGS, QUICK.
+#   make install PREFIX=DIR - build, install bin/smtpsink, bin/smtpbench and
+#                 share/man/man1/*.1 under DIR (default /usr/local; DESTDIR too)
+# Variables: JOBS, BUILD, ASAN_BUILD, FUZZ_SECONDS, RUN_ARGS, QUICK, PREFIX.
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
@@ -9,8 +11,10 @@ TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 20
 RUN_ARGS ?= --stats-interval 1s
+PREFIX ?= /usr/local
 
-.PHONY: all deps build build-asan build-tsan test test-normal test-asan test-tsan tsan fuzz run bench clean
+.PHONY: all deps build build-asan build-tsan test test-normal test-asan test-tsan tsan fuzz run bench clean \
+	install
 
 all: build
 
@@ -60,6 +64,9 @@ test: test-normal test-asan test-tsan fuzz
 
 run: build
 	$(BUILD)/server/smtpsink $(RUN_ARGS)
+
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: build
 	scripts/bench.sh $(if $(QUICK),--quick)

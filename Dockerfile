@@ -3,7 +3,8 @@
 #   docker build -t smtpsink .
 #   podman build --format docker -t smtpsink .   (OCI format drops HEALTHCHECK)
 #   podman run --rm -p 127.0.0.1:2525:2525 smtpsink
-#   podman run --rm -e SMTPSINK_EXPECT=messages=3 -e SMTPSINK_EXIT_AFTER=3 smtpsink
+#   podman run --rm -p 127.0.0.1:2525:2525 -e SMTPSINK_EXIT_AFTER=3 \
+#       -e SMTPSINK_EXPECT=messages=3 smtpsink      # exit status: the verdict
 #
 # Configuration is by environment: every option --foo-bar can be given as
 # SMTPSINK_FOO_BAR (repeatable options comma-separated, booleans 1/true/yes/on);

@@ -3,6 +3,7 @@
 #   make test  - install deps, build normal + ASan/UBSan + TSan, run every test
 #   make install PREFIX=DIR - build, install bin/smtpsink, bin/smtpbench and
 #                 share/man/man1/*.1 under DIR (default /usr/local; DESTDIR too)
+#   make container-test - build the container image with podman and test it
 # Variables: JOBS, BUILD, ASAN_BUILD, FUZZ_SECONDS, RUN_ARGS, QUICK, PREFIX.
 JOBS ?= $(shell nproc)
 BUILD ?= build
@@ -14,7 +15,7 @@ RUN_ARGS ?= --stats-interval 1s
 PREFIX ?= /usr/local
 
 .PHONY: all deps build build-asan build-tsan test test-normal test-asan test-tsan tsan fuzz run bench clean \
-	install
+	install container-test
 
 all: build
 
@@ -67,6 +68,13 @@ run: build
 
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
+
+# Not part of `make test` (minutes, needs root, podman and the Debian mirror):
+# .ci/run runs it after the tests.  Exit 77 from the script means skipped.
+CONTAINER_PKGS = podman runc debootstrap containernetworking-plugins iptables
+container-test:
+	@if [ "$$(id -u)" -eq 0 ]; then SINK_DEPS_EXTRA="$(CONTAINER_PKGS)" scripts/deps.sh; fi
+	@scripts/container-test.sh; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 77 ]
 
 bench: build
 	scripts/bench.sh $(if $(QUICK),--quick)

@@ -412,6 +412,77 @@ else
 	bad "podman run (flags, TLS, AUTH)"
 fi
 
+# Run 4: docs/ci.md's GitHub Actions services block as written: its
+# options (health command and timings), its env, and its verdict step with
+# podman for docker and the container's id for ${{ job.services.smtp.id }};
+# the port is published on 127.0.0.1 here.  Enough messages -> the step exits
+# 0; one message short -> 3.
+docs_block() { # docs_block WHAT: "options" (NUL-separated), "env" or "verdict"
+	python3 - docs/ci.md "$1" <<-'EOF'
+		import re, shlex, sys
+		text = open(sys.argv[1]).read()
+		block = text.split("<!-- ci-doc-test: services", 1)[1].split("```yaml\n", 1)[1]
+		lines = block.split("```", 1)[0].splitlines()
+		def under(key):  # the lines indented below "key:" (first occurrence)
+		    for i, l in enumerate(lines):
+		        if l.strip().startswith(key):
+		            ind = len(l) - len(l.lstrip())
+		            out = []
+		            for m in lines[i + 1:]:
+		                if m.strip() and len(m) - len(m.lstrip()) <= ind:
+		                    break
+		                out.append(m.strip())
+		            return [m for m in out if m and not m.startswith("#")]
+		    sys.exit("docs/ci.md services block: no " + key)
+		what = sys.argv[2]
+		if what == "options":
+		    sys.stdout.write("\0".join(shlex.split(" ".join(under("options:")))) + "\0")
+		elif what == "env":
+		    for l in under("env:"):
+		        k, v = l.split(":", 1)
+		        print("%s=%s" % (k.strip(), v.strip()))
+		else:
+		    start = [i for i, l in enumerate(lines) if "smtpsink verdict" in l][0]
+		    lines = lines[start:]
+		    print("\n".join(under("run: |")))
+	EOF
+}
+
+docs_run() { # docs_run N: the services block, N messages; the verdict step's status
+	local name=$NAME-docs-$1 opts envs=() id rc=0
+	mapfile -d '' -t opts < <(docs_block options)
+	while IFS= read -r e; do envs+=(-e "$e"); done < <(docs_block env)
+	docs_block verdict >"$tmp/verdict.sh"
+	port=$(free_port)
+	start "$name" "$port" "${opts[@]}" "${envs[@]}" "$IMAGE" || return 1
+	wait_healthy "$name" || return 1
+	send "$port" "$1" || return 1
+	id=$(timeout 30 "${PODMAN[@]}" inspect --format '{{.Id}}' "$name")
+	sed -i 's/\${{ *job\.services\.smtp\.id *}}/'"$id"'/g' "$tmp/verdict.sh"
+	# the step's shell: bash -e, with docker being podman here
+	export -f docker
+	timeout 120 bash -e "$tmp/verdict.sh" >"$tmp/verdict.out" 2>&1 || rc=$?
+	echo "$rc"
+}
+# shellcheck disable=SC2317 # called by the verdict step's script
+docker() { timeout 60 podman --runtime runc --cgroup-manager cgroupfs "$@"; }
+
+if grep -q '<!-- ci-doc-test: services' docs/ci.md; then
+	want=$(docs_block env | grep -oE 'messages=[0-9]+' | head -n 1 | cut -d= -f2)
+	check "docs/ci.md services block: SMTPSINK_EXPECT names a message count" test -n "$want"
+	# started in subshells: named here so that cleanup removes them
+	containers+=("$NAME-docs-${want:-1}" "$NAME-docs-$((${want:-1} - 1))")
+	rc=$(docs_run "${want:-1}") || rc=none
+	check "docs/ci.md services block, $want messages: verdict step exits 0 (got $rc)" test "$rc" = 0
+	rc=$(docs_run $((${want:-1} - 1))) || rc=none
+	check "docs/ci.md services block, one message short: verdict step exits 3 (got $rc)" \
+		test "$rc" = 3
+	check "... and its docker logs name the failed expectation" \
+		grep -q 'expectation failed: messages=' "$tmp/verdict.out"
+else
+	bad "docs/ci.md has no '<!-- ci-doc-test: services' block"
+fi
+
 # A usage error is exit 2, before anything listens.
 rc=0
 timeout 60 "${PODMAN[@]}" run --rm "${ulimit[@]}" "$IMAGE" --no-such-option >/dev/null 2>&1 || rc=$?

@@ -26,11 +26,15 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       gcc libc6-dev make cmake pkg-config \
-      liburing-dev libjemalloc-dev libjansson-dev libssl-dev \
+      liburing-dev libjemalloc-dev libjansson-dev libssl-dev libmicrohttpd-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# The context has no .git: --build-arg GIT_REV=$(git rev-parse --short=12 HEAD)
+# names the revision in --version and every report.
+ARG GIT_REV=unknown
 RUN cmake -S . -B /tmp/build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSINK_TESTS=OFF \
+      -DSINK_GIT_REV="$GIT_REV" \
  && cmake --build /tmp/build -j "$(nproc)" \
  && DESTDIR=/out cmake --install /tmp/build --prefix /usr/local --strip \
  && /out/usr/local/bin/smtpsink --version
@@ -38,10 +42,11 @@ RUN cmake -S . -B /tmp/build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSINK_TESTS=OFF 
 # ---- runtime stage: the runtime libraries and the two programs -------------
 FROM debian:bookworm-slim
 # liburing2 (io_uring), libjemalloc2 (allocator), libjansson4 (JSON),
-# libssl3 (TLS: STARTTLS, implicit TLS, self-signed certificates).
+# libssl3 (TLS: STARTTLS, implicit TLS, self-signed certificates),
+# libmicrohttpd12 (--http: /metrics, health, stats and captured messages).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      liburing2 libjemalloc2 libjansson4 libssl3 \
+      liburing2 libjemalloc2 libjansson4 libssl3 libmicrohttpd12 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 2525 --user-group --home-dir /var/lib/smtpsink --create-home \
       --shell /usr/sbin/nologin smtpsink
@@ -55,8 +60,9 @@ WORKDIR /var/lib/smtpsink
 # Listen on every interface inside the container; publish the port to choose
 # who can reach it (e.g. -p 127.0.0.1:2525:2525).
 ENV SMTPSINK_LISTEN=0.0.0.0:2525
-# 2525: SMTP.  8025: reserved for the HTTP admin endpoint (--http, not in this
-# version yet); exposing it is harmless, nothing listens on it today.
+# 2525: SMTP.  8025: the HTTP admin endpoint when asked for with
+# SMTPSINK_HTTP=0.0.0.0:8025 (/metrics, /readyz, /api/v1/stats, and with
+# SMTPSINK_CAPTURE=/var/lib/smtpsink/mail /api/v1/messages).
 EXPOSE 2525 8025
 # SIGTERM (the default stop signal) stops smtpsink cleanly: it gives messages
 # in progress --drain-timeout (5 s) and always exits within that + 1 s, inside

@@ -210,6 +210,7 @@ say "building $IMAGE"
 rev=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 if timeout 900 "${PODMAN[@]}" build --format docker --pull=never --network host \
 	"${add_hosts[@]}" --label "org.opencontainers.image.revision=$rev" \
+	--build-arg "GIT_REV=$rev" \
 	-t "$IMAGE" -f Dockerfile . >"$tmp/build.log" 2>&1; then
 	ok "podman build ($(elapsed))"
 else

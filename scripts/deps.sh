@@ -7,7 +7,7 @@ pkgs=(build-essential cmake pkg-config git clang libclang-rt-dev
       liburing-dev libjemalloc-dev libcriterion-dev libjansson-dev libssl-dev openssl
       libmicrohttpd-dev prometheus
       swaks msmtp curl python3 python3-aiosmtpd libnet-ssleay-perl libio-socket-ssl-perl
-      libauthen-sasl-perl postfix)
+      libauthen-sasl-perl postfix man-db)
 # libclang-rt-dev carries libFuzzer's runtime; clang only recommends it.
 [ -n "${SINK_DEPS_EXTRA:-}" ] && read -r -a extra <<<"$SINK_DEPS_EXTRA" && pkgs+=("${extra[@]}")
 

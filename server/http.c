@@ -121,6 +121,42 @@ static double open_fds(void)
 	return n - 1; /* the directory's own descriptor */
 }
 
+/* label - a Prometheus label value: backslash, double quote and line feed
+ * escaped, as the text exposition format requires. */
+static void label(struct text *t, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			tprintf(t, "\\%c", *s);
+		else if (*s == '\n')
+			tprintf(t, "\\n");
+		else
+			tprintf(t, "%c", *s);
+	}
+}
+
+/* fault_rules - per-rule counts of the plan in force (a reload starts them
+ * at 0, as the JSON "faults" list does), labelled with the canonical rule. */
+static void fault_rules(struct server *srv, struct text *t)
+{
+	json_t *list = faults_report(srv);
+	size_t i;
+	json_t *r;
+
+	if (json_array_size(list)) {
+		metric(t, "smtpsink_fault_rule_injected_total", "counter",
+		       "Faults injected by each --fault rule in force.");
+		json_array_foreach(list, i, r)
+		{
+			tprintf(t, "smtpsink_fault_rule_injected_total{index=\"%zu\",rule=\"", i);
+			label(t, json_string_value(json_object_get(r, "rule")));
+			tprintf(t, "\"} %lld\n",
+			        (long long)json_integer_value(json_object_get(r, "injected")));
+		}
+	}
+	json_decref(list);
+}
+
 /* metrics - Prometheus names (https://prometheus.io/docs/practices/naming/):
  * smtpsink_ prefix, _total for counters, base units (bytes, seconds). */
 static void metrics(struct server *srv, struct text *t)
@@ -198,6 +234,29 @@ static void metrics(struct server *srv, struct text *t)
 	        (unsigned long long)st.tls_handshakes,
 	        (unsigned long long)st.tls_handshake_failures,
 	        (unsigned long long)st.tls_handshake_timeouts);
+	metric(t, "smtpsink_faults_injected_total", "counter",
+	       "Fault decisions, by source: --fault rules and address faults, --greylist, "
+	       "--rate-limit, --max-conns-per-ip.");
+	tprintf(t,
+	        "smtpsink_faults_injected_total{source=\"rule\"} %llu\n"
+	        "smtpsink_faults_injected_total{source=\"greylist\"} %llu\n"
+	        "smtpsink_faults_injected_total{source=\"rate_limit\"} %llu\n"
+	        "smtpsink_faults_injected_total{source=\"conn_limit\"} %llu\n",
+	        (unsigned long long)st.faults_injected, (unsigned long long)st.greylisted,
+	        (unsigned long long)st.rate_limited, (unsigned long long)st.conns_rejected_per_ip);
+	fault_rules(srv, t);
+	if (srv->cfg.capture_dir) {
+		metric(t, "smtpsink_capture_messages_total", "counter",
+		       "Accepted messages by what --capture did with them.");
+		tprintf(t,
+		        "smtpsink_capture_messages_total{result=\"stored\"} %llu\n"
+		        "smtpsink_capture_messages_total{result=\"dropped\"} %llu\n"
+		        "smtpsink_capture_messages_total{result=\"skipped\"} %llu\n",
+		        (unsigned long long)atomic_load(&srv->captured),
+		        (unsigned long long)(st.capture_dropped +
+		                             atomic_load(&srv->capture_write_errors)),
+		        (unsigned long long)(st.capture_skipped + atomic_load(&srv->capture_over_max)));
+	}
 	counter(t, "smtpsink_idle_timeouts_total", "Sessions ended by --idle-timeout (421 4.4.2).",
 	        s->timeouts);
 	counter(t, "smtpsink_io_errors_total", "Sessions ended by a reset or socket error.",

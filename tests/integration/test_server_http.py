@@ -92,6 +92,37 @@ class Http(unittest.TestCase):
                 s.stop()
                 self.assertEqual(s.counters()["messages"], 1, "the final report counts from the reset")
 
+    def test_fault_and_capture_metrics(self):
+        # a rule whose text needs label escaping (quotes in the reply), a
+        # greylist, and capture: each shows up in /metrics, promtool-clean
+        import tempfile
+        cap = tempfile.mkdtemp(prefix="sinkhttpcap.")
+        try:
+            rule = "rcpt to=*@bounce.test reply='550 5.1.1 \"no\" such user'"
+            with HttpSink(["--fault", rule, "--greylist", "1h", "--capture", cap,
+                           "--capture-first", "1"]) as s:
+                c = s.connect()
+                chat(c, b"")
+                chat(c, b"EHLO x\r\n")
+                chat(c, b"MAIL FROM:<a@b.test>\r\n")
+                self.assertTrue(chat(c, b"RCPT TO:<u@bounce.test>\r\n").startswith(b"550"))
+                self.assertTrue(chat(c, b"RCPT TO:<u@ok.test>\r\n").startswith(b"451"))
+                c.close()
+                code, text = s.curl("/metrics")
+                self.assertEqual(code, 200)
+                self.assertIn('smtpsink_faults_injected_total{source="rule"} 1', text)
+                self.assertIn('smtpsink_faults_injected_total{source="greylist"} 1', text)
+                self.assertIn('smtpsink_fault_rule_injected_total{index="0",rule="rcpt '
+                              'to=*@bounce.test reply=\'550 5.1.1 \\"no\\" such user\'"} 1',
+                              text)
+                self.assertIn('smtpsink_capture_messages_total{result="stored"} 0', text)
+                if shutil.which("promtool"):
+                    r = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
+                                       capture_output=True, timeout=30)
+                    self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        finally:
+            shutil.rmtree(cap, ignore_errors=True)
+
     def test_readyz_503_while_draining(self):
         for be in BACKENDS:
             with self.subTest(backend=be), HttpSink(["--drain-timeout", "10s"], backend=be) as s:

@@ -154,7 +154,8 @@ struct bench {
 	struct bench_thread *th;
 	uint64_t start_ns; /* after warm-up: measurement begins */
 	uint64_t t0_ns;
-	atomic_int stop; /* set: every thread ends now (signal, no progress) */
+	atomic_int stop;         /* set: every thread ends now (signal, no progress) */
+	pthread_barrier_t ready; /* every thread has set up its backend */
 	char stop_reason[200];
 };
 

@@ -585,23 +585,30 @@ int bench_run(struct bench_thread *t)
 	struct loop *L = calloc(1, sizeof(*L));
 	size_t cap = client_cmd_cap(&c->client);
 	uint64_t last_tick = 0, last_live = 0, last_p99 = 0;
-	int ret;
+	int ret = -ENOMEM;
 
-	if (!L)
-		return -ENOMEM;
-	L->t = t;
-	L->b = b;
-	L->io = c->use_uring ? &bench_io_uring : &bench_io_epoll;
-	L->s = calloc(t->nsess, sizeof(*L->s));
-	L->cq = calloc(t->nsess, sizeof(*L->cq));
-	/* every session's command buffer, sized once from the configuration */
-	L->cmdbufs = malloc(cap * t->nsess);
-	ret = L->s && L->cq && L->cmdbufs ? L->io->init(L) : -ENOMEM;
+	if (L) {
+		L->t = t;
+		L->b = b;
+		L->io = c->use_uring ? &bench_io_uring : &bench_io_epoll;
+		L->s = calloc(t->nsess, sizeof(*L->s));
+		L->cq = calloc(t->nsess, sizeof(*L->cq));
+		/* every session's command buffer, sized once from the configuration */
+		L->cmdbufs = malloc(cap * t->nsess);
+		ret = L->s && L->cq && L->cmdbufs ? L->io->init(L) : -ENOMEM;
+	}
+	/* No thread starts before every backend is set up: the threads start
+	 * together, and a quick thread cannot unmap its ring before a slow one
+	 * maps its own - liburing maps rings with raw syscalls, so a ring at a
+	 * reused address looked to ThreadSanitizer like one shared ring. */
+	pthread_barrier_wait(&b->ready);
 	if (ret) {
-		fprintf(stderr, "smtpbench: thread %d: %s setup: %s\n", t->id, L->io->name,
-		        strerror(-ret));
+		fprintf(stderr, "smtpbench: thread %d: %s setup: %s\n", t->id,
+		        L ? L->io->name : "loop", strerror(-ret));
 		t->failed_setup = true;
 		atomic_store(&b->stop, 1);
+		if (!L)
+			return ret;
 		free(L->s);
 		free(L->cq);
 		free(L->cmdbufs);

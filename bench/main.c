@@ -644,6 +644,7 @@ int main(int argc, char **argv)
 	B.t0_ns = bench_now();
 	B.start_ns = B.t0_ns + c->warmup_ns;
 	double cpu0 = cpu_now();
+	pthread_barrier_init(&B.ready, NULL, (unsigned)c->threads);
 	for (int i = 0, sid = 0; i < c->threads; i++) {
 		struct bench_thread *t = &B.th[i];
 		t->b = &B;
@@ -705,6 +706,7 @@ int main(int argc, char **argv)
 		}
 	}
 	free(done);
+	pthread_barrier_destroy(&B.ready);
 	double cpu = cpu_now() - cpu0;
 	uint64_t end = B.t0_ns;
 	bool setup_failed = false;

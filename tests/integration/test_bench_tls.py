@@ -51,11 +51,15 @@ def setUpModule():
     CERT["dir"] = d
     CERT["cert"] = os.path.join(d, "cert.pem")
     CERT["key"] = os.path.join(d, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-addext",
-                    "subjectAltName=DNS:localhost,IP:127.0.0.1", "-days", "1",
-                    "-keyout", CERT["key"], "-out", CERT["cert"]],
-                   check=True, capture_output=True, timeout=30)
+    # and one for another name only: a good chain with the wrong address
+    CERT["other"] = os.path.join(d, "other.pem")
+    CERT["other_key"] = os.path.join(d, "other-key.pem")
+    for cert, key, san in ((CERT["cert"], CERT["key"], "DNS:localhost,IP:127.0.0.1"),
+                           (CERT["other"], CERT["other_key"], "DNS:other.test")):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=" + san, "-days", "1", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True, timeout=30)
 
 
 def tearDownModule():
@@ -87,11 +91,11 @@ class Handler:
 class Aio:
     """aiosmtpd on 127.0.0.1: mode 'starttls', 'implicit' or 'plain'."""
 
-    def __init__(self, mode, host="127.0.0.1"):
+    def __init__(self, mode, host="127.0.0.1", cert="cert", key="key"):
         self.h = Handler()
         self.sni = []
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(CERT["cert"], CERT["key"])
+        ctx.load_cert_chain(CERT[cert], CERT[key])
 
         def sni_cb(sslobj, name, _ctx):
             with self.h.lock:
@@ -294,10 +298,9 @@ class TLS(unittest.TestCase):
                     self.assertIn("certificate verify failed", err)
                     self.assertEqual(rep["tls"]["full"], 0)
         # the chain is good but the address is not in the certificate
-        with Aio("implicit", host="127.0.0.2") as srv:
-            rc, rep, err, _ = run(srv.port, BACKENDS[-1], "--tls", "--tls-ca", CERT["cert"],
-                                  "--sessions", "1", "--messages", "5", "--max-attempts", "2",
-                                  host="127.0.0.2")
+        with Aio("implicit", cert="other", key="other_key") as srv:
+            rc, rep, err, _ = run(srv.port, BACKENDS[-1], "--tls", "--tls-ca", CERT["other"],
+                                  "--sessions", "1", "--messages", "5", "--max-attempts", "2")
             self.assertEqual(rc, 1, err)
             self.assertEqual(nonzero(rep["connections"]["failed_by"]), {"tls": 2})
             self.assertIn("IP address mismatch", err)

@@ -7,6 +7,9 @@
  *               every protocol decision and a backend to move bytes
  *   io_epoll.c  backend: non-blocking sockets, epoll, writev/recv
  *   io_uring.c  backend: connect, sendmsg, multishot recv on provided buffers
+ *   tls.c       the TLS layer between backend and client core: OpenSSL on
+ *               memory BIOs, ciphertext to and from the backend, plaintext
+ *               to and from the client core; absent on plaintext sessions
  *   report.c    text report, JSON report (jansson), merge
  */
 #ifndef SINK_BENCH_H
@@ -30,6 +33,13 @@
 #define BENCH_MAX_SIZES    16
 #define BENCH_MAX_BIND     64
 #define BENCH_FIRST_ERRORS 5
+#define BENCH_NAMES        12 /* distinct TLS versions / ciphers counted, "other" beyond */
+
+/* OpenSSL's types, named without including its headers everywhere. */
+struct ssl_ctx_st;
+struct ssl_st;
+struct bio_st;
+struct ssl_session_st;
 
 struct body {
 	uint32_t size; /* content octets after the stamp line */
@@ -43,6 +53,8 @@ struct body {
 struct bench_cfg {
 	struct sockaddr_storage target[BENCH_MAX_TARGETS];
 	socklen_t target_len[BENCH_MAX_TARGETS];
+	char target_host[BENCH_MAX_TARGETS][256]; /* as given, without [] */
+	bool target_ip[BENCH_MAX_TARGETS];        /* an address literal: no SNI */
 	int ntargets;
 	struct sockaddr_in bind[BENCH_MAX_BIND];
 	int nbind;
@@ -55,9 +67,13 @@ struct bench_cfg {
 	struct body bodies[BENCH_MAX_SIZES];
 	int nbodies;
 	uint32_t weight_total;
-	struct client_cfg client; /* ehlo, pipelining, bdat, rcpts, templates */
-	double rate;              /* messages/s, 0 = closed loop */
-	double connect_rate;      /* connections/s per run, 0 = unlimited */
+	struct client_cfg client;   /* ehlo, pipelining, bdat, rcpts, templates, tls, auth */
+	bool tls_verify;            /* verify the server's certificate and name */
+	const char *tls_ca;         /* CA file for --tls-verify, NULL: system store */
+	bool tls_resume;            /* resume TLS sessions across a slot's reconnects */
+	struct ssl_ctx_st *tls_ctx; /* one per run, shared by the threads */
+	double rate;                /* messages/s, 0 = closed loop */
+	double connect_rate;        /* connections/s per run, 0 = unlimited */
 	uint64_t timeout_ns;
 	uint64_t stall_ns;     /* no progress this long after a failure: stop */
 	uint32_t max_attempts; /* consecutive failed attempts before a session gives up */
@@ -69,6 +85,18 @@ struct bench_cfg {
 	uint64_t run_id;
 	char *argv_line;
 };
+
+/* Counts by name (TLS version, cipher): a few distinct names, the rest
+ * under "other". */
+struct bench_names {
+	int n;
+	struct {
+		char name[48];
+		uint64_t count;
+	} e[BENCH_NAMES];
+};
+
+void bench_names_add(struct bench_names *t, const char *name, uint64_t k);
 
 /* Per-thread results, merged at the end (no sharing while running). */
 struct bench_stats {
@@ -86,13 +114,16 @@ struct bench_stats {
 	uint64_t conn_quit;        /* ended with QUIT */
 	uint64_t conn_failed;      /* ended abnormally before any definite message reply */
 	uint64_t conn_failed_by[CLIENT_FAIL_N];
-	uint64_t conn_closed_early; /* ended abnormally after some progress */
-	uint64_t gave_up;           /* sessions retired after max_attempts */
-	struct client_stats replies;
-	struct hist connect; /* connect() -> 220 */
-	struct hist msg;     /* intended start -> final reply (corrected) */
-	struct hist msg_raw; /* actual MAIL write -> final reply */
-	struct hist cmd;     /* write -> first reply of that round trip */
+	uint64_t conn_closed_early;     /* ended abnormally after some progress */
+	uint64_t gave_up;               /* sessions retired after max_attempts */
+	uint64_t tls_full, tls_resumed; /* TLS handshakes completed, by kind */
+	struct bench_names tls_versions, tls_ciphers;
+	struct client_stats replies;             /* and the AUTH counts */
+	struct hist connect;                     /* connect() -> 220 */
+	struct hist msg;                         /* intended start -> final reply (corrected) */
+	struct hist msg_raw;                     /* actual MAIL write -> final reply */
+	struct hist cmd;                         /* write -> first reply of that round trip */
+	struct hist tls_hs_full, tls_hs_resumed; /* connect() -> TLS established */
 };
 
 struct bench_live { /* published by the thread every 100 ms, read by main */
@@ -113,7 +144,8 @@ struct bench_thread {
 	struct hist interval; /* for the live p99, reset each second */
 	char first_errors[BENCH_FIRST_ERRORS][200];
 	int nfirst;
-	uint64_t end_ns; /* when this thread's last session ended */
+	uint64_t end_ns;    /* when this thread's last session ended */
+	uint32_t first_sid; /* session number of its first slot ({s}) */
 	bool failed_setup;
 };
 
@@ -122,7 +154,8 @@ struct bench {
 	struct bench_thread *th;
 	uint64_t start_ns; /* after warm-up: measurement begins */
 	uint64_t t0_ns;
-	atomic_int stop; /* set: every thread ends now (signal, no progress) */
+	atomic_int stop;         /* set: every thread ends now (signal, no progress) */
+	pthread_barrier_t ready; /* every thread has set up its backend */
 	char stop_reason[200];
 };
 
@@ -148,6 +181,14 @@ struct csess {
 	char stamp[STAMP_LINE_LEN];
 	struct msghdr mh; /* io_uring: snapshot of the output being sent */
 	struct iovec iov[CLIENT_IOV_MAX];
+	/* TLS (tls.c); ssl is NULL on a plaintext connection */
+	struct ssl_st *ssl;
+	struct bio_st *rbio, *wbio;    /* memory BIOs, owned by ssl */
+	struct ssl_session_st *resume; /* --tls-resume: this slot's last session */
+	char *obuf;                    /* ciphertext for the backend, per slot */
+	uint32_t ooff, olen;
+	uint8_t tls_hs; /* 0 up, 1 handshake in progress, 2 failed (tls.c) */
+	struct iovec tiov;
 };
 
 struct loop;
@@ -188,6 +229,7 @@ struct loop {
 	struct io_uring ring;
 	struct uring_bufs bufs;
 	char rbuf[65536];
+	char tls_in[16384], tls_out[16384]; /* plaintext scratch of the TLS layer */
 };
 
 /* Backend -> driver: each may close s (and even start a new connection in
@@ -196,6 +238,37 @@ void drv_connected(struct loop *L, struct csess *s, int err);
 void drv_input(struct loop *L, struct csess *s, const char *p, size_t n);
 void drv_eof(struct loop *L, struct csess *s, int err);
 void drv_wrote(struct loop *L, struct csess *s, size_t n);
+
+/* What the backend sends: the client core's output as it is, or the TLS
+ * layer's ciphertext.  Backends use only these two. */
+static inline bool drv_has_output(const struct csess *s)
+{
+	return s->ssl ? s->olen > 0 : client_has_output(&s->cl);
+}
+
+static inline const struct iovec *drv_out(struct csess *s, int *n)
+{
+	if (!s->ssl)
+		return client_out(&s->cl, n);
+	s->tiov.iov_base = s->obuf + s->ooff;
+	s->tiov.iov_len = s->olen;
+	*n = 1;
+	return &s->tiov;
+}
+
+/* Driver internals the TLS layer calls back into (loop.c). */
+void drv_feed(struct loop *L, struct csess *s, const char *p, size_t n, uint64_t now);
+void drv_act(struct loop *L, struct csess *s, unsigned act, uint64_t now);
+
+/* TLS layer (tls.c). */
+int tls_ctx_new(struct bench_cfg *c, char *err, size_t errlen);
+void tls_ctx_free(struct bench_cfg *c);
+unsigned tls_begin(struct loop *L, struct csess *s, uint64_t now);
+void tls_input(struct loop *L, struct csess *s, const char *p, size_t n, uint64_t now);
+void tls_pump(struct loop *L, struct csess *s);
+void tls_wrote(struct loop *L, struct csess *s, size_t n);
+void tls_close(struct loop *L, struct csess *s);
+void tls_slot_free(struct csess *s);
 
 uint64_t bench_now(void);
 int bench_run(struct bench_thread *t);

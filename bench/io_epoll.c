@@ -1,9 +1,10 @@
 /*
  * io_epoll.c - smtpbench backend: non-blocking sockets on epoll
  *
- * Moves bytes only: connect, writev the client core's queued output (with
- * EPOLLOUT when the socket is full), recv into one thread buffer and hand
- * it to the driver.  Every protocol decision is in common/client.c.
+ * Moves bytes only: connect, writev the driver's queued output (the client
+ * core's commands, or the TLS layer's ciphertext; EPOLLOUT when the socket
+ * is full), recv into one thread buffer and hand it to the driver.  Every
+ * protocol decision is in common/client.c, all of TLS in tls.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -49,9 +50,9 @@ static void flush(struct loop *L, struct csess *s)
 {
 	uint32_t gen = s->gen;
 
-	while (client_has_output(&s->cl)) {
+	while (drv_has_output(s)) {
 		int n;
-		const struct iovec *iov = client_out(&s->cl, &n);
+		const struct iovec *iov = drv_out(s, &n);
 		ssize_t k = writev(s->fd, iov, n);
 		if (k < 0 && errno == EINTR)
 			continue;
@@ -122,13 +123,13 @@ static void ep_poll(struct loop *L, int timeout_ms)
 			drv_connected(L, s, err);
 			if (s->gen != gen)
 				continue;
-			arm(L, s, false);
+			arm(L, s, drv_has_output(s)); /* implicit TLS: a ClientHello may wait */
 		}
-		if ((e & EPOLLOUT) && client_has_output(&s->cl)) {
+		if ((e & EPOLLOUT) && drv_has_output(s)) {
 			flush(L, s);
 			if (s->gen != gen)
 				continue;
-			if (!client_has_output(&s->cl))
+			if (!drv_has_output(s))
 				arm(L, s, false);
 		}
 		if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))

@@ -6,8 +6,9 @@
  * operations submitted together with each io_uring_enter.  A closed
  * session's late completions are recognised by a generation number in
  * user_data and dropped.  The output being sent is a snapshot of the
- * client core's queue: the core only ever appends, so the n octets a
- * completion reports are always the first n of its queue.
+ * driver's queue (the client core's commands or the TLS layer's
+ * ciphertext): both only ever append while a send is in flight, so the n
+ * octets a completion reports are always the first n of the queue.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -57,9 +58,9 @@ static void ur_send(struct loop *L, struct csess *s)
 	int n;
 	const struct iovec *iov;
 
-	if (s->send_busy || s->st != D_LIVE || !client_has_output(&s->cl))
+	if (s->send_busy || s->st != D_LIVE || !drv_has_output(s))
 		return;
-	iov = client_out(&s->cl, &n);
+	iov = drv_out(s, &n);
 	memcpy(s->iov, iov, sizeof(*iov) * (size_t)n);
 	memset(&s->mh, 0, sizeof(s->mh));
 	s->mh.msg_iov = s->iov;

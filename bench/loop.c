@@ -20,6 +20,11 @@
  * consecutive ones gives up.  main.c stops the whole run when failures go
  * on without progress for the stall deadline.  Every connect, first or
  * again, waits for a --connect-rate slot.
+ *
+ * TLS (tls.c) sits between the backend and the client core when the core
+ * asks for it (CLIENT_ACT_TLS): received bytes go through tls_input(), the
+ * core's output through tls_pump(), and the backend sends drv_out(); a
+ * plaintext connection pays one pointer test for it.
  */
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -271,6 +276,7 @@ static void finish_close(struct loop *L, struct csess *s, uint64_t now)
 	const struct client *cl = &s->cl;
 
 	s->want_close = 0;
+	tls_close(L, s);
 	L->io->close(L, s);
 	if (cl->fail == CLIENT_FAIL_NONE) {
 		st->conn_quit++;
@@ -299,6 +305,12 @@ static void kick(struct loop *L, struct csess *s, uint64_t now)
 {
 	s->t_rt = now;
 	s->deadline = now + L->b->cfg.timeout_ns;
+	if (s->ssl) { /* encrypt what the core queued */
+		uint32_t gen = s->gen;
+		tls_pump(L, s);
+		if (s->gen != gen || s->want_close)
+			return;
+	}
 	L->io->send(L, s);
 }
 
@@ -360,6 +372,8 @@ static void handle(struct loop *L, struct csess *s, unsigned act, uint64_t now)
 	}
 	if (act & CLIENT_ACT_MSG)
 		account(L, s, now);
+	if (act & CLIENT_ACT_TLS) /* sends the ClientHello, or fails the session */
+		act |= tls_begin(L, s, now);
 	if ((act & (CLIENT_ACT_READY | CLIENT_ACT_CLOSE)) == CLIENT_ACT_READY) {
 		if (!s->established) {
 			s->established = 1;
@@ -374,9 +388,16 @@ static void handle(struct loop *L, struct csess *s, unsigned act, uint64_t now)
 		kick(L, s, now);
 }
 
+void drv_act(struct loop *L, struct csess *s, unsigned act, uint64_t now)
+{
+	handle(L, s, act, now);
+}
+
 void drv_connected(struct loop *L, struct csess *s, int err)
 {
 	uint64_t now = bench_now();
+	uint32_t gen = s->gen;
+	unsigned act;
 
 	if (err) {
 		L->io->close(L, s);
@@ -386,12 +407,16 @@ void drv_connected(struct loop *L, struct csess *s, int err)
 	}
 	s->st = D_LIVE;
 	s->deadline = now + L->b->cfg.timeout_ns;
-	client_start(&s->cl);
+	act = client_start(&s->cl); /* implicit TLS: the handshake starts now */
+	if (act) {
+		handle(L, s, act, now);
+		settle(L, s, gen, now);
+	}
 }
 
-void drv_input(struct loop *L, struct csess *s, const char *p, size_t n)
+/* drv_feed - plaintext from the server to the client core. */
+void drv_feed(struct loop *L, struct csess *s, const char *p, size_t n, uint64_t now)
 {
-	uint64_t now = bench_now();
 	uint32_t gen = s->gen;
 	size_t off = 0;
 
@@ -401,6 +426,19 @@ void drv_input(struct loop *L, struct csess *s, const char *p, size_t n)
 		if (act)
 			handle(L, s, act, now);
 	}
+}
+
+void drv_input(struct loop *L, struct csess *s, const char *p, size_t n)
+{
+	uint64_t now = bench_now();
+	uint32_t gen = s->gen;
+
+	/* decided once per buffer: bytes that follow the 220 to STARTTLS in
+	 * the same read are plaintext, and the client core refuses them */
+	if (s->ssl)
+		tls_input(L, s, p, n, now);
+	else
+		drv_feed(L, s, p, n, now);
 	settle(L, s, gen, now);
 }
 
@@ -419,6 +457,12 @@ void drv_eof(struct loop *L, struct csess *s, int err)
 void drv_wrote(struct loop *L, struct csess *s, size_t n)
 {
 	L->t->st.sent_bytes += n;
+	if (s->ssl) {
+		uint32_t gen = s->gen;
+		tls_wrote(L, s, n); /* may encrypt more, or find the session broken */
+		settle(L, s, gen, bench_now());
+		return;
+	}
 	client_wrote(&s->cl, n);
 }
 
@@ -441,7 +485,8 @@ static void check_timers(struct loop *L, uint64_t now)
 			}
 			break;
 		case D_LIVE:
-			if (client_waiting(&s->cl) || client_has_output(&s->cl)) {
+			if (client_waiting(&s->cl) || client_has_output(&s->cl) ||
+			    drv_has_output(s)) {
 				if (now >= s->deadline) {
 					uint32_t gen = s->gen;
 					handle(L, s, client_timeout(&s->cl) | CLIENT_ACT_CLOSE,
@@ -469,6 +514,7 @@ static void abort_all(struct loop *L, uint64_t now)
 			unsigned act = client_abort(&s->cl);
 			if (act & CLIENT_ACT_MSG)
 				account(L, s, now);
+			tls_close(L, s);
 			L->io->close(L, s);
 		} else if (s->st == D_CONNECTING) {
 			L->io->close(L, s);
@@ -539,23 +585,30 @@ int bench_run(struct bench_thread *t)
 	struct loop *L = calloc(1, sizeof(*L));
 	size_t cap = client_cmd_cap(&c->client);
 	uint64_t last_tick = 0, last_live = 0, last_p99 = 0;
-	int ret;
+	int ret = -ENOMEM;
 
-	if (!L)
-		return -ENOMEM;
-	L->t = t;
-	L->b = b;
-	L->io = c->use_uring ? &bench_io_uring : &bench_io_epoll;
-	L->s = calloc(t->nsess, sizeof(*L->s));
-	L->cq = calloc(t->nsess, sizeof(*L->cq));
-	/* every session's command buffer, sized once from the configuration */
-	L->cmdbufs = malloc(cap * t->nsess);
-	ret = L->s && L->cq && L->cmdbufs ? L->io->init(L) : -ENOMEM;
+	if (L) {
+		L->t = t;
+		L->b = b;
+		L->io = c->use_uring ? &bench_io_uring : &bench_io_epoll;
+		L->s = calloc(t->nsess, sizeof(*L->s));
+		L->cq = calloc(t->nsess, sizeof(*L->cq));
+		/* every session's command buffer, sized once from the configuration */
+		L->cmdbufs = malloc(cap * t->nsess);
+		ret = L->s && L->cq && L->cmdbufs ? L->io->init(L) : -ENOMEM;
+	}
+	/* No thread starts before every backend is set up: the threads start
+	 * together, and a quick thread cannot unmap its ring before a slow one
+	 * maps its own - liburing maps rings with raw syscalls, so a ring at a
+	 * reused address looked to ThreadSanitizer like one shared ring. */
+	pthread_barrier_wait(&b->ready);
 	if (ret) {
-		fprintf(stderr, "smtpbench: thread %d: %s setup: %s\n", t->id, L->io->name,
-		        strerror(-ret));
+		fprintf(stderr, "smtpbench: thread %d: %s setup: %s\n", t->id,
+		        L ? L->io->name : "loop", strerror(-ret));
 		t->failed_setup = true;
 		atomic_store(&b->stop, 1);
+		if (!L)
+			return ret;
 		free(L->s);
 		free(L->cq);
 		free(L->cmdbufs);
@@ -576,6 +629,7 @@ int bench_run(struct bench_thread *t)
 		struct csess *s = &L->s[i];
 		s->fd = -1;
 		client_init(&s->cl, &c->client, &t->st.replies, L->cmdbufs + cap * i, cap);
+		s->cl.sid = t->first_sid + i;
 		queue_connect(L, s);
 	}
 	while (L->open > 0 && !stopping(L)) {
@@ -592,7 +646,9 @@ int bench_run(struct bench_thread *t)
 	if (c->messages && L->started < t->quota)
 		t->st.unsent = t->quota - L->started;
 	__atomic_store_n(&t->live.sessions, 0, __ATOMIC_RELAXED);
-	L->io->fini(L);
+	L->io->fini(L); /* no send can still read an obuf after this */
+	for (uint32_t i = 0; i < t->nsess; i++)
+		tls_slot_free(&L->s[i]);
 	free(L->s);
 	free(L->cq);
 	free(L->cmdbufs);

@@ -13,6 +13,11 @@
  * no-progress watchdog below, or at once on SIGINT/SIGTERM.  Exit status:
  * 0 when every message was delivered, 1 when anything failed or the run
  * ended early, 2 on a usage error.
+ *
+ * TLS (--starttls, --tls) and AUTH (--auth-user/--auth-pass) are options of
+ * the client core and the TLS layer (tls.c); the password is never printed
+ * and never written to the report: the command line in the JSON shows it
+ * as "***".
  */
 #include <errno.h>
 #include <getopt.h>
@@ -24,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -67,6 +73,16 @@ static void usage(void)
 	    "      --ehlo NAME          EHLO name [client.test]; --helo sends HELO instead\n"
 	    "      --pipelining auto|on|off  RFC 2920 when advertised (auto) [auto]\n"
 	    "      --bdat               use BDAT (RFC 3030 CHUNKING) instead of DATA\n"
+	    "      --starttls           STARTTLS (RFC 3207) before anything else; a server\n"
+	    "                           that does not offer it fails the session\n"
+	    "      --tls                implicit TLS from the first octet (RFC 8314, port 465)\n"
+	    "      --tls-verify         verify the server certificate and name [off]\n"
+	    "      --tls-ca FILE        CA certificates (PEM) to verify with; implies\n"
+	    "                           --tls-verify [system store]\n"
+	    "      --tls-resume         resume TLS sessions when a session slot reconnects\n"
+	    "      --auth-user TPL      AUTH (RFC 4954) as this user, {s} = session number\n"
+	    "      --auth-pass TPL      its password, {s} = session number\n"
+	    "      --auth-mech PLAIN|LOGIN  mechanism [first of PLAIN, LOGIN offered]\n"
 	    "  -R, --rate R             open loop: R messages/s in total, latency from the\n"
 	    "                           intended send time (no coordinated omission)\n"
 	    "      --connect-rate R     connections per second, first and re-connects\n"
@@ -86,13 +102,26 @@ static void usage(void)
 
 static void add_target(struct bench_cfg *c, const char *arg)
 {
-	char err[128];
+	char err[128], *host = c->target_host[c->ntargets];
+	const char *colon = strrchr(arg, ':');
+	struct in6_addr a6;
 
 	if (c->ntargets == BENCH_MAX_TARGETS)
 		usage_error("too many --target (max %d)", BENCH_MAX_TARGETS);
 	if (addr_parse(arg, 0, &c->target[c->ntargets], &c->target_len[c->ntargets], err,
 	               sizeof(err)))
 		usage_error("invalid --target '%s': %s", arg, err);
+	/* the host as written, for SNI and certificate name checks: a name,
+	 * or an address literal (RFC 6066 3: never sent as SNI) */
+	if (arg[0] == '[') {
+		size_t n = strcspn(arg + 1, "]");
+		snprintf(host, sizeof(c->target_host[0]), "%.*s", (int)n, arg + 1);
+	} else {
+		size_t n = colon ? (size_t)(colon - arg) : strlen(arg);
+		snprintf(host, sizeof(c->target_host[0]), "%.*s", (int)n, arg);
+	}
+	c->target_ip[c->ntargets] =
+	    inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
 	c->ntargets++;
 }
 
@@ -226,20 +255,30 @@ static double cpu_now(void)
 }
 
 /* join_argv - the command line for the report, unbounded (a long --to
- * must not be cut); report.c makes it valid UTF-8 for JSON. */
-static char *join_argv(int argc, char **argv)
+ * must not be cut); report.c makes it valid UTF-8 for JSON.  The password
+ * (secret: the optarg getopt gave for --auth-pass, a pointer into argv,
+ * as its own argument or after "=") is shown as "***". */
+static char *join_argv(int argc, char **argv, const char *secret)
 {
-	size_t n = 1;
+	size_t n = 4;
 	char *p;
 
 	for (int i = 0; i < argc; i++)
-		n += strlen(argv[i]) + 1;
+		n += strlen(argv[i]) + 4;
 	p = malloc(n);
 	if (!p)
 		exit(1);
 	p[0] = 0;
-	for (int i = 0, k = 0; i < argc; i++)
-		k += sprintf(p + k, "%s%s", i ? " " : "", argv[i]);
+	for (int i = 0, k = 0; i < argc; i++) {
+		const char *a = argv[i];
+		size_t len = strlen(a);
+		k += sprintf(p + k, "%s", i ? " " : "");
+		if (secret && secret >= a && secret <= a + len) {
+			k += sprintf(p + k, "%.*s***", (int)(secret - a), a);
+			continue;
+		}
+		k += sprintf(p + k, "%s", a);
+	}
 	return p;
 }
 
@@ -287,7 +326,15 @@ int main(int argc, char **argv)
 		O_TIMEOUT,
 		O_ATTEMPTS,
 		O_BIND,
-		O_IO
+		O_IO,
+		O_STARTTLS,
+		O_TLS,
+		O_TLS_VERIFY,
+		O_TLS_CA,
+		O_TLS_RESUME,
+		O_AUTH_USER,
+		O_AUTH_PASS,
+		O_AUTH_MECH
 	};
 	static const struct option opts[] = {
 	    {"target", required_argument, NULL, 't'},
@@ -311,6 +358,14 @@ int main(int argc, char **argv)
 	    {"max-attempts", required_argument, NULL, O_ATTEMPTS},
 	    {"bind", required_argument, NULL, O_BIND},
 	    {"io", required_argument, NULL, O_IO},
+	    {"starttls", no_argument, NULL, O_STARTTLS},
+	    {"tls", no_argument, NULL, O_TLS},
+	    {"tls-verify", no_argument, NULL, O_TLS_VERIFY},
+	    {"tls-ca", required_argument, NULL, O_TLS_CA},
+	    {"tls-resume", no_argument, NULL, O_TLS_RESUME},
+	    {"auth-user", required_argument, NULL, O_AUTH_USER},
+	    {"auth-pass", required_argument, NULL, O_AUTH_PASS},
+	    {"auth-mech", required_argument, NULL, O_AUTH_MECH},
 	    {"json", required_argument, NULL, 'j'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"version", no_argument, NULL, 'V'},
@@ -322,6 +377,8 @@ int main(int argc, char **argv)
 	uint64_t v;
 	int o;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	const char *auth_user = NULL, *auth_pass = NULL;
+	bool starttls = false, implicit = false;
 
 	if (argc > 1 && !strcmp(argv[1], "merge"))
 		return bench_merge(argc - 2, argv + 2);
@@ -335,7 +392,6 @@ int main(int argc, char **argv)
 	c->timeout_ns = 30ull * 1000000000ull;
 	c->max_attempts = 5;
 	parse_sizes(c, "1k");
-	c->argv_line = join_argv(argc, argv);
 	opterr = 0;
 	while ((o = getopt_long(argc, argv, ":t:c:T:m:d:r:s:R:j:qVh", opts, NULL)) != -1) {
 		switch (o) {
@@ -436,6 +492,36 @@ int main(int argc, char **argv)
 			else
 				usage_error("invalid --io '%s' (auto, uring or epoll)", optarg);
 			break;
+		case O_STARTTLS:
+			starttls = true;
+			break;
+		case O_TLS:
+			implicit = true;
+			break;
+		case O_TLS_VERIFY:
+			c->tls_verify = true;
+			break;
+		case O_TLS_CA:
+			c->tls_ca = optarg;
+			c->tls_verify = true;
+			break;
+		case O_TLS_RESUME:
+			c->tls_resume = true;
+			break;
+		case O_AUTH_USER:
+			auth_user = optarg;
+			break;
+		case O_AUTH_PASS:
+			auth_pass = optarg; /* never echoed in a message */
+			break;
+		case O_AUTH_MECH:
+			if (!strcasecmp(optarg, "PLAIN"))
+				cc->auth_mech = CLIENT_MECH_PLAIN;
+			else if (!strcasecmp(optarg, "LOGIN"))
+				cc->auth_mech = CLIENT_MECH_LOGIN;
+			else
+				usage_error("invalid --auth-mech '%s' (PLAIN or LOGIN)", optarg);
+			break;
 		case 'j':
 			c->json_path = optarg;
 			break;
@@ -466,6 +552,33 @@ int main(int argc, char **argv)
 		usage_error("invalid --ehlo '%s'", cc->ehlo);
 	if (strpbrk(cc->from_tpl, "\r\n<>") || strpbrk(cc->to_tpl, "\r\n<>"))
 		usage_error("--from/--to must not hold CR, LF, '<' or '>'");
+	if (starttls && implicit)
+		usage_error("--starttls and --tls exclude each other");
+	cc->tls = starttls ? CLIENT_TLS_STARTTLS : implicit ? CLIENT_TLS_IMPLICIT : CLIENT_TLS_NONE;
+	if (!cc->tls && (c->tls_verify || c->tls_resume))
+		usage_error("--tls-verify, --tls-ca and --tls-resume need --starttls or --tls");
+	if (starttls && cc->helo)
+		usage_error("--starttls needs EHLO (RFC 3207), not --helo");
+	if (!auth_user != !auth_pass)
+		usage_error("--auth-user and --auth-pass go together");
+	if (cc->auth_mech && !auth_user)
+		usage_error("--auth-mech needs --auth-user");
+	if (auth_user) {
+		if (cc->helo)
+			usage_error("AUTH needs EHLO (RFC 4954), not --helo");
+		if (!*auth_user)
+			usage_error("--auth-user must not be empty");
+		/* RFC 4616 2: up to 255 octets each are what servers must take */
+		if (client_tpl_s_max(auth_user) > CLIENT_AUTH_MAX)
+			usage_error("--auth-user is longer than %d octets (with {s} expanded)",
+			            CLIENT_AUTH_MAX);
+		if (client_tpl_s_max(auth_pass) > CLIENT_AUTH_MAX)
+			usage_error("--auth-pass is longer than %d octets (with {s} expanded)",
+			            CLIENT_AUTH_MAX);
+		cc->auth_user = auth_user;
+		cc->auth_pass = auth_pass;
+	}
+	c->argv_line = join_argv(argc, argv, auth_pass);
 	if ((uint64_t)c->threads > c->sessions)
 		c->threads = (int)c->sessions;
 	c->stall_ns = 3 * c->timeout_ns;
@@ -502,6 +615,13 @@ int main(int argc, char **argv)
 			fprintf(stderr, "smtpbench: %s; using epoll\n", why);
 		c->use_uring = ret == 0;
 	}
+	if (cc->tls) {
+		char err[256];
+		if (tls_ctx_new(c, err, sizeof(err))) {
+			fprintf(stderr, "smtpbench: TLS setup: %s\n", err);
+			return 2;
+		}
+	}
 	for (int i = 0; i < c->nbodies; i++)
 		build_body(&c->bodies[i]);
 	{
@@ -524,12 +644,15 @@ int main(int argc, char **argv)
 	B.t0_ns = bench_now();
 	B.start_ns = B.t0_ns + c->warmup_ns;
 	double cpu0 = cpu_now();
-	for (int i = 0; i < c->threads; i++) {
+	pthread_barrier_init(&B.ready, NULL, (unsigned)c->threads);
+	for (int i = 0, sid = 0; i < c->threads; i++) {
 		struct bench_thread *t = &B.th[i];
 		t->b = &B;
 		t->id = i;
+		t->first_sid = (uint32_t)sid;
 		t->nsess = c->sessions / (uint32_t)c->threads +
 		           ((uint32_t)i < c->sessions % (uint32_t)c->threads);
+		sid += (int)t->nsess;
 		t->quota = c->messages / (uint64_t)c->threads +
 		           ((uint64_t)i < c->messages % (uint64_t)c->threads);
 		t->rate = c->rate / c->threads;
@@ -583,6 +706,7 @@ int main(int argc, char **argv)
 		}
 	}
 	free(done);
+	pthread_barrier_destroy(&B.ready);
 	double cpu = cpu_now() - cpu0;
 	uint64_t end = B.t0_ns;
 	bool setup_failed = false;
@@ -614,6 +738,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "smtpbench: cannot write %s: %s\n", c->json_path, strerror(errno));
 		return 1;
 	}
+	if (c->tls_ctx)
+		tls_ctx_free(c);
 	bool ok = tot->failed == 0 && tot->partial == 0 && tot->unsent == 0 &&
 	          tot->conn_failed == 0 && tot->conn_closed_early == 0 && !B.stop_reason[0] &&
 	          (!c->messages || tot->delivered == c->messages);

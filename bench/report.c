@@ -7,7 +7,8 @@
  * be wrong.  JSON is written and read with jansson, so any valid JSON
  * formatting of a report (re-indented, compact, keys sorted) merges the
  * same; every key is documented in docs/json.md, and "schema" changes when
- * a key changes meaning.
+ * a key changes meaning.  Keys added within schema 1 (TLS and AUTH) are
+ * optional for merge: a report written before them adds zeros.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -30,6 +31,8 @@ void bench_stats_init(struct bench_stats *s)
 	hist_init(&s->msg);
 	hist_init(&s->msg_raw);
 	hist_init(&s->cmd);
+	hist_init(&s->tls_hs_full);
+	hist_init(&s->tls_hs_resumed);
 }
 
 /* The scalar counters, in report order: one list for the text report, the
@@ -37,27 +40,65 @@ void bench_stats_init(struct bench_stats *s)
 static const struct ctr {
 	const char *sec, *key;
 	size_t off;
+	bool opt; /* added within schema 1 (TLS, AUTH): may be absent in a report */
 } ctrs[] = {
-    {"messages", "attempted", offsetof(struct bench_stats, attempted)},
-    {"messages", "delivered", offsetof(struct bench_stats, delivered)},
-    {"messages", "partial", offsetof(struct bench_stats, partial)},
-    {"messages", "failed", offsetof(struct bench_stats, failed)},
-    {"messages", "unsent", offsetof(struct bench_stats, unsent)},
-    {"messages", "measured", offsetof(struct bench_stats, measured)},
-    {"bytes", "content", offsetof(struct bench_stats, bytes)},
-    {"bytes", "measured_content", offsetof(struct bench_stats, measured_bytes)},
-    {"bytes", "sent", offsetof(struct bench_stats, sent_bytes)},
-    {"connections", "attempts", offsetof(struct bench_stats, conn_attempts)},
-    {"connections", "established", offsetof(struct bench_stats, conn_established)},
-    {"connections", "quit", offsetof(struct bench_stats, conn_quit)},
-    {"connections", "failed", offsetof(struct bench_stats, conn_failed)},
-    {"connections", "closed_early", offsetof(struct bench_stats, conn_closed_early)},
-    {"connections", "gave_up", offsetof(struct bench_stats, gave_up)},
+    {"messages", "attempted", offsetof(struct bench_stats, attempted), false},
+    {"messages", "delivered", offsetof(struct bench_stats, delivered), false},
+    {"messages", "partial", offsetof(struct bench_stats, partial), false},
+    {"messages", "failed", offsetof(struct bench_stats, failed), false},
+    {"messages", "unsent", offsetof(struct bench_stats, unsent), false},
+    {"messages", "measured", offsetof(struct bench_stats, measured), false},
+    {"bytes", "content", offsetof(struct bench_stats, bytes), false},
+    {"bytes", "measured_content", offsetof(struct bench_stats, measured_bytes), false},
+    {"bytes", "sent", offsetof(struct bench_stats, sent_bytes), false},
+    {"connections", "attempts", offsetof(struct bench_stats, conn_attempts), false},
+    {"connections", "established", offsetof(struct bench_stats, conn_established), false},
+    {"connections", "quit", offsetof(struct bench_stats, conn_quit), false},
+    {"connections", "failed", offsetof(struct bench_stats, conn_failed), false},
+    {"connections", "closed_early", offsetof(struct bench_stats, conn_closed_early), false},
+    {"connections", "gave_up", offsetof(struct bench_stats, gave_up), false},
+    {"tls", "full", offsetof(struct bench_stats, tls_full), true},
+    {"tls", "resumed", offsetof(struct bench_stats, tls_resumed), true},
+    {"auth", "attempts", offsetof(struct bench_stats, replies.auth_attempts), true},
+    {"auth", "plain", offsetof(struct bench_stats, replies.auth_plain), true},
+    {"auth", "login", offsetof(struct bench_stats, replies.auth_login), true},
+    {"auth", "ok", offsetof(struct bench_stats, replies.auth_ok), true},
+    {"auth", "failed", offsetof(struct bench_stats, replies.auth_failed), true},
 };
 #define NCTRS (sizeof(ctrs) / sizeof(ctrs[0]))
 
 static const char *const rc_names[CLIENT_RC_N] = {"ok", "4xx", "5xx", "other"};
 
+/* failure classes and reply keys that came with TLS and AUTH */
+static bool fail_opt(int f)
+{
+	return f == CLIENT_FAIL_TLS || f == CLIENT_FAIL_AUTH;
+}
+
+static bool cmd_opt(int c)
+{
+	return c == CLIENT_CMD_STARTTLS || c == CLIENT_CMD_AUTH;
+}
+
+/* The histograms, for the JSON writer and merge. */
+static const struct hdef {
+	const char *key;
+	size_t off;
+	bool opt;
+} hdefs[] = {
+    {"connect", offsetof(struct bench_stats, connect), false},
+    {"message", offsetof(struct bench_stats, msg), false},
+    {"message_uncorrected", offsetof(struct bench_stats, msg_raw), false},
+    {"command", offsetof(struct bench_stats, cmd), false},
+    {"tls_handshake_full", offsetof(struct bench_stats, tls_hs_full), true},
+    {"tls_handshake_resumed", offsetof(struct bench_stats, tls_hs_resumed), true},
+};
+#define NHDEFS (sizeof(hdefs) / sizeof(hdefs[0]))
+
+static struct hist *hist_at(struct bench_stats *s, size_t i)
+{
+	return (struct hist *)((char *)s + hdefs[i].off);
+}
 static uint64_t *ctr_at(struct bench_stats *s, size_t i)
 {
 	return (uint64_t *)((char *)s + ctrs[i].off);
@@ -74,10 +115,14 @@ void bench_stats_add(struct bench_stats *dst, const struct bench_stats *src)
 	for (int c = 0; c < CLIENT_CMD_N; c++)
 		for (int r = 0; r < CLIENT_RC_N; r++)
 			dst->replies.replies[c][r] += src->replies.replies[c][r];
-	hist_merge(&dst->connect, &src->connect);
-	hist_merge(&dst->msg, &src->msg);
-	hist_merge(&dst->msg_raw, &src->msg_raw);
-	hist_merge(&dst->cmd, &src->cmd);
+	for (int i = 0; i < src->tls_versions.n; i++)
+		bench_names_add(&dst->tls_versions, src->tls_versions.e[i].name,
+		                src->tls_versions.e[i].count);
+	for (int i = 0; i < src->tls_ciphers.n; i++)
+		bench_names_add(&dst->tls_ciphers, src->tls_ciphers.e[i].name,
+		                src->tls_ciphers.e[i].count);
+	for (size_t i = 0; i < NHDEFS; i++)
+		hist_merge(hist_at(dst, i), hist_at((struct bench_stats *)(uintptr_t)src, i));
 }
 
 /* --- text ----------------------------------------------------------------------------- */
@@ -140,6 +185,31 @@ static void report_core(const struct bench_stats *t, double secs, bool open_loop
 	if (open_loop)
 		print_hist("message (uncorrected)", &t->msg_raw);
 	print_hist("command round trip", &t->cmd);
+	if (t->tls_full + t->tls_resumed) {
+		fprintf(stderr, "  tls       %llu handshakes: %llu full, %llu resumed;",
+		        (unsigned long long)(t->tls_full + t->tls_resumed),
+		        (unsigned long long)t->tls_full, (unsigned long long)t->tls_resumed);
+		for (int i = 0; i < t->tls_versions.n; i++)
+			fprintf(stderr, " %s %llu", t->tls_versions.e[i].name,
+			        (unsigned long long)t->tls_versions.e[i].count);
+		for (int i = 0; i < t->tls_ciphers.n; i++)
+			fprintf(stderr, "%s %s %llu", i ? "," : ";", t->tls_ciphers.e[i].name,
+			        (unsigned long long)t->tls_ciphers.e[i].count);
+		fputc('\n', stderr);
+		if (t->tls_full)
+			print_hist("tls handshake (full)", &t->tls_hs_full);
+		if (t->tls_resumed)
+			print_hist("tls handshake (resumed)", &t->tls_hs_resumed);
+	}
+	if (t->replies.auth_attempts)
+		fprintf(
+		    stderr,
+		    "  auth      %llu attempts (PLAIN %llu, LOGIN %llu): %llu ok, %llu failed\n",
+		    (unsigned long long)t->replies.auth_attempts,
+		    (unsigned long long)t->replies.auth_plain,
+		    (unsigned long long)t->replies.auth_login,
+		    (unsigned long long)t->replies.auth_ok,
+		    (unsigned long long)t->replies.auth_failed);
 }
 
 void bench_report(struct bench *b, const struct bench_stats *tot, double secs, double cpu)
@@ -254,6 +324,18 @@ static json_t *classes_json(const uint64_t *by)
 	return o;
 }
 
+static json_t *names_json(const struct bench_names *t)
+{
+	json_t *o = json_object();
+
+	for (int i = 0; i < t->n; i++) {
+		char *k = utf8_clean(t->e[i].name);
+		json_object_set_new(o, k ? k : "?", ju(t->e[i].count));
+		free(k);
+	}
+	return o;
+}
+
 /* stats_json - everything merge reads back, added to doc. */
 static void stats_json(json_t *doc, const struct bench_stats *t, double secs, double cpu)
 {
@@ -282,15 +364,14 @@ static void stats_json(json_t *doc, const struct bench_stats *t, double secs, do
 		json_object_set_new(rp, client_cmd_name((unsigned)c), o);
 	}
 	json_object_set_new(doc, "replies", rp);
-	json_object_set_new(lat, "connect", quantiles_json(&t->connect));
-	json_object_set_new(lat, "message", quantiles_json(&t->msg));
-	json_object_set_new(lat, "message_uncorrected", quantiles_json(&t->msg_raw));
-	json_object_set_new(lat, "command", quantiles_json(&t->cmd));
+	json_object_set_new(json_object_get(doc, "tls"), "versions", names_json(&t->tls_versions));
+	json_object_set_new(json_object_get(doc, "tls"), "ciphers", names_json(&t->tls_ciphers));
+	for (size_t i = 0; i < NHDEFS; i++) {
+		const struct hist *h = hist_at((struct bench_stats *)(uintptr_t)t, i);
+		json_object_set_new(lat, hdefs[i].key, quantiles_json(h));
+		json_object_set_new(hs, hdefs[i].key, hist_json(h));
+	}
 	json_object_set_new(doc, "latency_ms", lat);
-	json_object_set_new(hs, "connect", hist_json(&t->connect));
-	json_object_set_new(hs, "message", hist_json(&t->msg));
-	json_object_set_new(hs, "message_uncorrected", hist_json(&t->msg_raw));
-	json_object_set_new(hs, "command", hist_json(&t->cmd));
 	json_object_set_new(doc, "histograms", hs);
 }
 
@@ -372,6 +453,18 @@ int bench_json(struct bench *b, const struct bench_stats *t, double secs, double
 	json_object_set_new(opt, "msgs_per_session", ju(c->msgs_per_session));
 	json_object_set_new(opt, "timeout_s", json_real((double)c->timeout_ns / 1e9));
 	json_object_set_new(opt, "max_attempts", ju(c->max_attempts));
+	json_object_set_new(opt, "tls",
+	                    json_string(cc->tls == CLIENT_TLS_STARTTLS   ? "starttls"
+	                                : cc->tls == CLIENT_TLS_IMPLICIT ? "implicit"
+	                                                                 : "none"));
+	json_object_set_new(opt, "tls_verify", json_boolean(c->tls_verify));
+	json_object_set_new(opt, "tls_resume", json_boolean(c->tls_resume));
+	/* whether AUTH was used and how; never the credentials */
+	json_object_set_new(opt, "auth", json_boolean(cc->auth_user != NULL));
+	json_object_set_new(opt, "auth_mech",
+	                    json_string(cc->auth_mech == CLIENT_MECH_PLAIN   ? "PLAIN"
+	                                : cc->auth_mech == CLIENT_MECH_LOGIN ? "LOGIN"
+	                                                                     : "auto"));
 	json_object_set_new(doc, "options", opt);
 	json_object_set_new(doc, "stopped",
 	                    b->stop_reason[0] ? json_string(b->stop_reason) : json_null());
@@ -425,6 +518,35 @@ static int add_u64(struct mctx *m, json_t *obj, const char *sec, const char *key
 	if (*acc + v < *acc)
 		return bad(m, "\"%s.%s\" overflows when added", sec, key);
 	*acc += v;
+	return 0;
+}
+
+/* add_opt - add_u64 for a key added within schema 1: absent adds 0 (a
+ * report written before it), present must be valid. */
+static int add_opt(struct mctx *m, json_t *obj, const char *sec, const char *key, uint64_t *acc,
+                   bool opt)
+{
+	if (opt && (!json_is_object(obj) || !json_object_get(obj, key)))
+		return 0;
+	return add_u64(m, obj, sec, key, acc);
+}
+
+/* add_names - a {"name": count} object (tls.versions, tls.ciphers). */
+static int add_names(struct mctx *m, json_t *obj, const char *path, struct bench_names *t)
+{
+	const char *k;
+	json_t *v;
+
+	if (!obj)
+		return 0; /* a report from before TLS */
+	if (!json_is_object(obj))
+		return bad(m, "\"%s\" is not an object", path);
+	json_object_foreach(obj, k, v)
+	{
+		if (!json_is_integer(v) || json_integer_value(v) < 0)
+			return bad(m, "\"%s.%s\" is not a non-negative integer", path, k);
+		bench_names_add(t, k, (uint64_t)json_integer_value(v));
+	}
 	return 0;
 }
 
@@ -512,17 +634,17 @@ static int merge_one(struct mctx *m, json_t *doc, struct bench_stats *t, double 
 		return -1;
 	*cpu += d;
 	for (size_t i = 0; i < NCTRS; i++)
-		if (add_u64(m, json_object_get(doc, ctrs[i].sec), ctrs[i].sec, ctrs[i].key,
-		            ctr_at(t, i)))
+		if (add_opt(m, json_object_get(doc, ctrs[i].sec), ctrs[i].sec, ctrs[i].key,
+		            ctr_at(t, i), ctrs[i].opt))
 			return -1;
 	for (int f = 1; f < CLIENT_FAIL_N; f++) {
 		sec = json_object_get(json_object_get(doc, "messages"), "failed_by");
-		if (add_u64(m, sec, "messages.failed_by", client_fail_name((unsigned)f),
-		            &t->failed_by[f]))
+		if (add_opt(m, sec, "messages.failed_by", client_fail_name((unsigned)f),
+		            &t->failed_by[f], fail_opt(f)))
 			return -1;
 		sec = json_object_get(json_object_get(doc, "connections"), "failed_by");
-		if (add_u64(m, sec, "connections.failed_by", client_fail_name((unsigned)f),
-		            &t->conn_failed_by[f]))
+		if (add_opt(m, sec, "connections.failed_by", client_fail_name((unsigned)f),
+		            &t->conn_failed_by[f], fail_opt(f)))
 			return -1;
 	}
 	for (int c = 0; c < CLIENT_CMD_N; c++) {
@@ -530,17 +652,25 @@ static int merge_one(struct mctx *m, json_t *doc, struct bench_stats *t, double 
 		snprintf(path, sizeof(path), "replies.%s", client_cmd_name((unsigned)c));
 		sec =
 		    json_object_get(json_object_get(doc, "replies"), client_cmd_name((unsigned)c));
+		if (cmd_opt(c) && !sec)
+			continue;
 		for (int r = 0; r < CLIENT_RC_N; r++)
 			if (add_u64(m, sec, path, rc_names[r], &t->replies.replies[c][r]))
 				return -1;
 	}
+	sec = json_object_get(doc, "tls");
+	if (add_names(m, json_object_get(sec, "versions"), "tls.versions", &t->tls_versions) ||
+	    add_names(m, json_object_get(sec, "ciphers"), "tls.ciphers", &t->tls_ciphers))
+		return -1;
 	sec = json_object_get(doc, "histograms");
 	if (!json_is_object(sec))
 		return bad(m, "missing \"histograms\"");
-	if (add_hist(m, sec, "connect", &t->connect) || add_hist(m, sec, "message", &t->msg) ||
-	    add_hist(m, sec, "message_uncorrected", &t->msg_raw) ||
-	    add_hist(m, sec, "command", &t->cmd))
-		return -1;
+	for (size_t i = 0; i < NHDEFS; i++) {
+		if (hdefs[i].opt && !json_object_get(sec, hdefs[i].key))
+			continue;
+		if (add_hist(m, sec, hdefs[i].key, hist_at(t, i)))
+			return -1;
+	}
 	return 0;
 }
 

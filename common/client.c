@@ -8,6 +8,14 @@
  * must read every reply of the group); without it the reply to one command
  * triggers the next.  The same handler serves both, so the two modes count
  * identically.
+ *
+ * Before the first transaction: greeting, EHLO, then - each only when asked
+ * for - STARTTLS and a second EHLO over TLS (RFC 3207), the CHUNKING check,
+ * and AUTH (RFC 4954).  Each of these steps is a single command on its own,
+ * never pipelined: RFC 3207 4 forbids anything after STARTTLS in a group,
+ * and RFC 4954 4 makes AUTH a round trip of its own.  A requirement the
+ * server does not meet (no STARTTLS, no AUTH, no usable mechanism) fails
+ * the session as unsupported after a polite QUIT.
  */
 #include "sink/client.h"
 
@@ -16,11 +24,13 @@
 #include <strings.h>
 
 static const char *const fail_names[CLIENT_FAIL_N] = {
-    "none", "connect", "4xx", "5xx", "timeout", "protocol", "dropped", "unsupported", "aborted",
+    "none",    "connect",     "4xx",     "5xx", "timeout", "protocol",
+    "dropped", "unsupported", "aborted", "tls", "auth",
 };
 
 static const char *const cmd_names[CLIENT_CMD_N] = {
-    "greeting", "ehlo", "helo", "mail", "rcpt", "data", "bdat", "end", "rset", "quit", "none",
+    "greeting", "ehlo", "helo", "starttls", "auth", "mail", "rcpt",
+    "data",     "bdat", "end",  "rset",     "quit", "none",
 };
 
 const char *client_fail_name(unsigned fail)
@@ -66,12 +76,74 @@ static size_t tpl_max(const char *t)
 	return n;
 }
 
+/* --- AUTH helpers: base64 and the {s} template ------------------------------------ */
+
+size_t client_b64(const void *in, size_t n, char *out)
+{
+	static const char tab[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const unsigned char *p = in;
+	size_t k = 0, i = 0;
+
+	for (; i + 3 <= n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+		out[k++] = tab[v >> 18];
+		out[k++] = tab[v >> 12 & 63];
+		out[k++] = tab[v >> 6 & 63];
+		out[k++] = tab[v & 63];
+	}
+	if (i < n) { /* RFC 4648 4: pad the last quantum with '=' */
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+		out[k++] = tab[v >> 18];
+		out[k++] = tab[v >> 12 & 63];
+		out[k++] = i + 1 < n ? tab[v >> 6 & 63] : '=';
+		out[k++] = '=';
+	}
+	return k;
+}
+
+size_t client_tpl_s(const char *tpl, uint32_t s, char *out, size_t cap)
+{
+	size_t k = 0;
+
+	for (const char *t = tpl; *t;) {
+		if (t[0] == '{' && t[1] == 's' && t[2] == '}') {
+			char d[16];
+			int m = snprintf(d, sizeof(d), "%u", s);
+			if ((size_t)m > cap - k)
+				return (size_t)-1;
+			memcpy(out + k, d, (size_t)m);
+			k += (size_t)m;
+			t += 3;
+			continue;
+		}
+		if (k == cap)
+			return (size_t)-1;
+		out[k++] = *t++;
+	}
+	return k;
+}
+
+size_t client_tpl_s_max(const char *tpl)
+{
+	size_t n = strlen(tpl);
+
+	for (const char *p = tpl; (p = strstr(p, "{s}")) != NULL; p += 3)
+		n += 10 - 3; /* a uint32 has at most 10 digits */
+	return n;
+}
+
 size_t client_cmd_cap(const struct client_cfg *cfg)
 {
 	size_t env = sizeof("MAIL FROM:<>\r\n") + tpl_max(cfg->from_tpl) +
 	             (size_t)cfg->rcpts * (sizeof("RCPT TO:<>\r\n") + tpl_max(cfg->to_tpl)) +
 	             sizeof("BDAT 18446744073709551615 LAST\r\n") + sizeof("DATA\r\n");
 	size_t greet = sizeof("EHLO \r\n") + strlen(cfg->ehlo);
+	/* the longest AUTH line: PLAIN's initial response "\0user\0pass" */
+	size_t auth = sizeof("AUTH PLAIN \r\n") + 4 * ((2 + 2 * CLIENT_AUTH_MAX + 2) / 3);
+
+	if (cfg->auth_user && auth > greet)
+		greet = auth;
 
 	/* RSET and QUIT may be queued behind an envelope still being written */
 	return (env > greet ? env : greet) + 64;
@@ -87,7 +159,7 @@ void client_init(struct client *c, const struct client_cfg *cfg, struct client_s
 	c->cmd_cap = cap;
 }
 
-void client_start(struct client *c)
+unsigned client_start(struct client *c)
 {
 	reply_init(&c->rp);
 	c->state = CLIENT_ST_GREET;
@@ -97,9 +169,18 @@ void client_start(struct client *c)
 	c->fail_code = 0;
 	c->text[0] = 0;
 	c->ext = 0;
+	c->mechs = 0;
+	c->tls_up = 0;
 	c->in_msg = 0;
 	c->nout = 0;
 	c->cmd_len = 0;
+	if (c->cfg->tls == CLIENT_TLS_IMPLICIT) {
+		/* RFC 8314 3.3: the TLS handshake starts at once, the SMTP
+		 * greeting comes over TLS */
+		c->state = CLIENT_ST_TLS;
+		return CLIENT_ACT_TLS;
+	}
+	return 0;
 }
 
 /* --- output ---------------------------------------------------------------- */
@@ -424,22 +505,169 @@ static unsigned tx_reply(struct client *c, const struct reply *r)
 	return finish(c, false, CLIENT_CMD_DATA, r->code) | after_failed_tx(c);
 }
 
-/* ehlo_done - EHLO answered 250: choose the transfer mode. */
+/* refuse - the session cannot go on, but the server is in a sane state:
+ * record why and leave with QUIT. */
+static unsigned refuse(struct client *c, uint8_t fail, uint8_t cmd, uint16_t code, const char *text)
+{
+	c->fail = fail;
+	c->fail_cmd = cmd;
+	c->fail_code = code;
+	snprintf(c->text, sizeof(c->text), "%s", text);
+	return send_line(c, "QUIT", NULL, CLIENT_ST_QUIT);
+}
+
+/* send_ehlo - EHLO (or HELO), forgetting every extension seen before. */
+static unsigned send_ehlo(struct client *c)
+{
+	c->ext = 0;
+	c->mechs = 0;
+	c->el_line = 0;
+	c->el_col = 0;
+	c->kw_len = 0;
+	c->kw_end = 0;
+	c->el_auth = 0;
+	c->at_len = 0;
+	return c->cfg->helo ? send_line(c, "HELO", c->cfg->ehlo, CLIENT_ST_HELO)
+	                    : send_line(c, "EHLO", c->cfg->ehlo, CLIENT_ST_EHLO);
+}
+
+/* put_b64_cred - the expanded template tpl, base64-encoded. */
+static int put_b64_cred(struct client *c, const char *tpl)
+{
+	char raw[CLIENT_AUTH_MAX], enc[4 * ((CLIENT_AUTH_MAX + 2) / 3)];
+	size_t n = client_tpl_s(tpl, c->sid, raw, sizeof(raw));
+
+	if (n == (size_t)-1)
+		return -1;
+	return put(c, enc, client_b64(raw, n, enc));
+}
+
+/* auth_plain - RFC 4954 4 with an initial response; RFC 4616 2: the
+ * message is [authzid] NUL authcid NUL passwd, here without an authzid. */
+static int auth_plain(struct client *c)
+{
+	char raw[2 + 2 * CLIENT_AUTH_MAX], enc[4 * ((sizeof(raw) + 2) / 3)];
+	size_t u, p;
+
+	raw[0] = 0;
+	u = client_tpl_s(c->cfg->auth_user, c->sid, raw + 1, CLIENT_AUTH_MAX);
+	if (u == (size_t)-1)
+		return -1;
+	raw[1 + u] = 0;
+	p = client_tpl_s(c->cfg->auth_pass, c->sid, raw + 2 + u, CLIENT_AUTH_MAX);
+	if (p == (size_t)-1)
+		return -1;
+	return puts_(c, "AUTH PLAIN ") || put(c, enc, client_b64(raw, 2 + u + p, enc)) ||
+	       put(c, "\r\n", 2);
+}
+
+/* auth_start - AUTH with the configured mechanism, or the first of PLAIN,
+ * LOGIN that the server offers (PLAIN needs one round trip less). */
+static unsigned auth_start(struct client *c)
+{
+	const struct client_cfg *cfg = c->cfg;
+	uint8_t want = cfg->auth_mech ? cfg->auth_mech : CLIENT_MECH_PLAIN | CLIENT_MECH_LOGIN;
+	uint8_t ok = want & c->mechs;
+
+	if (!(c->ext & CLIENT_EXT_AUTH))
+		return refuse(c, CLIENT_FAIL_UNSUPPORTED, CLIENT_CMD_EHLO, 0,
+		              "--auth-user: server does not offer AUTH");
+	if (!ok)
+		return refuse(c, CLIENT_FAIL_UNSUPPORTED, CLIENT_CMD_EHLO, 0,
+		              cfg->auth_mech == CLIENT_MECH_LOGIN ? "--auth-mech LOGIN: not offered"
+		              : cfg->auth_mech                    ? "--auth-mech PLAIN: not offered"
+		                               : "server offers neither AUTH PLAIN nor LOGIN");
+	c->mech = ok & CLIENT_MECH_PLAIN ? CLIENT_MECH_PLAIN : CLIENT_MECH_LOGIN;
+	c->auth_step = 0;
+	c->stats->auth_attempts++;
+	if (c->mech == CLIENT_MECH_PLAIN) {
+		c->stats->auth_plain++;
+		if (auth_plain(c))
+			return session_fail(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_AUTH, 0,
+			                    "AUTH credentials too long");
+		c->state = CLIENT_ST_AUTH;
+		return CLIENT_ACT_SEND;
+	}
+	c->stats->auth_login++;
+	return send_line(c, "AUTH", "LOGIN", CLIENT_ST_AUTH);
+}
+
+/* ehlo_done - EHLO answered 250: STARTTLS, checks, AUTH, or ready. */
 static unsigned ehlo_done(struct client *c)
 {
 	const struct client_cfg *cfg = c->cfg;
 
-	c->pipe = cfg->pipelining == 1 || (cfg->pipelining < 0 && (c->ext & CLIENT_EXT_PIPELINING));
-	if (cfg->bdat && !(c->ext & CLIENT_EXT_CHUNKING)) {
-		/* --bdat is a demand, not a preference: say so and leave */
-		c->fail = CLIENT_FAIL_UNSUPPORTED;
-		c->fail_cmd = CLIENT_CMD_EHLO;
-		c->fail_code = 0;
-		snprintf(c->text, sizeof(c->text), "--bdat: server does not offer CHUNKING");
-		return send_line(c, "QUIT", NULL, CLIENT_ST_QUIT);
+	if (cfg->tls == CLIENT_TLS_STARTTLS && !c->tls_up) {
+		/* --starttls is a demand: no silent fallback to plaintext (the
+		 * downgrade RFC 3207 6 warns about) */
+		if (!(c->ext & CLIENT_EXT_STARTTLS))
+			return refuse(c, CLIENT_FAIL_UNSUPPORTED, CLIENT_CMD_EHLO, 0,
+			              "--starttls: server does not offer STARTTLS");
+		/* RFC 3207 4: STARTTLS is the last command of a group; nothing
+		 * else is queued at this point, and nothing will be until the
+		 * handshake is done */
+		return send_line(c, "STARTTLS", NULL, CLIENT_ST_STARTTLS);
 	}
+	c->pipe = cfg->pipelining == 1 || (cfg->pipelining < 0 && (c->ext & CLIENT_EXT_PIPELINING));
+	if (cfg->bdat && !(c->ext & CLIENT_EXT_CHUNKING))
+		/* --bdat is a demand, not a preference: say so and leave */
+		return refuse(c, CLIENT_FAIL_UNSUPPORTED, CLIENT_CMD_EHLO, 0,
+		              "--bdat: server does not offer CHUNKING");
+	if (cfg->auth_user)
+		return auth_start(c);
 	c->state = CLIENT_ST_READY;
 	return CLIENT_ACT_READY;
+}
+
+/* auth_reply - one reply during AUTH (its text is already redacted). */
+static unsigned auth_reply(struct client *c, const struct reply *r)
+{
+	struct client_stats *st = c->stats;
+
+	if (r->code == 334) {
+		/* RFC 4954 4: a challenge; LOGIN asks for the user name, then the
+		 * password (the challenge texts are not needed to answer) */
+		st->replies[CLIENT_CMD_AUTH][CLIENT_RC_OK]++;
+		if (c->mech != CLIENT_MECH_LOGIN || c->auth_step >= 2)
+			return session_fail(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_AUTH, r->code,
+			                    "unexpected 334 challenge");
+		c->auth_step++;
+		if (put_b64_cred(c, c->auth_step == 1 ? c->cfg->auth_user : c->cfg->auth_pass) ||
+		    put(c, "\r\n", 2))
+			return session_fail(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_AUTH, 0,
+			                    "AUTH credentials too long");
+		return CLIENT_ACT_SEND;
+	}
+	if (r->code == 235) { /* RFC 4954 6: 235 2.7.0 Authentication Succeeded */
+		st->replies[CLIENT_CMD_AUTH][CLIENT_RC_OK]++;
+		st->auth_ok++;
+		c->state = CLIENT_ST_READY;
+		return CLIENT_ACT_READY;
+	}
+	unsigned rc = code_rc(r->code);
+	st->replies[CLIENT_CMD_AUTH][rc]++;
+	if (rc == CLIENT_RC_OTHER)
+		return session_fail(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_AUTH, r->code, r->text);
+	/* 535 5.7.8 credentials invalid, 454 4.7.0 temporary failure, 534,
+	 * 538, 504: the server is sane, the credentials or mechanism are not */
+	st->auth_failed++;
+	return refuse(c, CLIENT_FAIL_AUTH, CLIENT_CMD_AUTH, r->code, r->text);
+}
+
+/* auth_redact - a reply during AUTH keeps its code and enhanced status code
+ * only: a server may echo the line it got, which holds the credentials. */
+static void auth_redact(struct reply *r)
+{
+	size_t k = 0;
+
+	while (k < 3 && r->text[k] >= '0' && r->text[k] <= '9')
+		k++;
+	if (k == 3 && r->text[3] && r->text[4] >= '2' && r->text[4] <= '5' && r->text[5] == '.') {
+		size_t e = 4 + strspn(r->text + 4, "0123456789.");
+		if (e - 4 <= 11)
+			k = e;
+	}
+	snprintf(r->text + k, sizeof(r->text) - k, "%s(text withheld: AUTH)", k ? " " : "");
 }
 
 /* cur_cmd - the command the next reply answers. */
@@ -452,6 +680,13 @@ static uint8_t cur_cmd(const struct client *c)
 		return CLIENT_CMD_EHLO;
 	case CLIENT_ST_HELO:
 		return CLIENT_CMD_HELO;
+	case CLIENT_ST_STARTTLS:
+		return CLIENT_CMD_STARTTLS;
+	case CLIENT_ST_TLS:
+		return c->cfg->tls == CLIENT_TLS_IMPLICIT ? CLIENT_CMD_GREETING
+		                                          : CLIENT_CMD_STARTTLS;
+	case CLIENT_ST_AUTH:
+		return CLIENT_CMD_AUTH;
 	case CLIENT_ST_TX:
 		return c->await == 0               ? CLIENT_CMD_MAIL
 		       : c->await <= c->cfg->rcpts ? CLIENT_CMD_RCPT
@@ -483,6 +718,8 @@ static unsigned on_reply(struct client *c, const struct reply *r)
 	if (r->code == 421 && c->state != CLIENT_ST_QUIT) {
 		uint8_t cmd = cur_cmd(c);
 		c->stats->replies[cmd][CLIENT_RC_4XX]++;
+		if (c->state == CLIENT_ST_AUTH)
+			c->stats->auth_failed++;
 		return fail_msg(c, CLIENT_FAIL_4XX, cmd, r->code, r->text, true);
 	}
 	switch (c->state) {
@@ -492,13 +729,7 @@ static unsigned on_reply(struct client *c, const struct reply *r)
 		if (r->code != 220)
 			return session_fail(c, code_fail(r->code), CLIENT_CMD_GREETING, r->code,
 			                    r->text);
-		c->ext = 0;
-		c->el_line = 0;
-		c->el_col = 0;
-		c->kw_len = 0;
-		c->kw_end = 0;
-		return c->cfg->helo ? send_line(c, "HELO", c->cfg->ehlo, CLIENT_ST_HELO)
-		                    : send_line(c, "EHLO", c->cfg->ehlo, CLIENT_ST_EHLO);
+		return send_ehlo(c);
 	case CLIENT_ST_EHLO:
 		c->stats
 		    ->replies[CLIENT_CMD_EHLO][r->code == 250 ? CLIENT_RC_OK : code_rc(r->code)]++;
@@ -507,6 +738,7 @@ static unsigned on_reply(struct client *c, const struct reply *r)
 		/* RFC 5321 3.2: a server that does not know EHLO gets HELO */
 		if (r->code == 500 || r->code == 502) {
 			c->ext = 0;
+			c->mechs = 0;
 			return send_line(c, "HELO", c->cfg->ehlo, CLIENT_ST_HELO);
 		}
 		return session_fail(c, code_fail(r->code), CLIENT_CMD_EHLO, r->code, r->text);
@@ -517,7 +749,27 @@ static unsigned on_reply(struct client *c, const struct reply *r)
 			return session_fail(c, code_fail(r->code), CLIENT_CMD_HELO, r->code,
 			                    r->text);
 		c->ext = 0;
+		c->mechs = 0;
 		return ehlo_done(c);
+	case CLIENT_ST_STARTTLS:
+		c->stats->replies[CLIENT_CMD_STARTTLS]
+		                 [r->code == 220 ? CLIENT_RC_OK : code_rc(r->code)]++;
+		if (r->code == 220) {
+			/* RFC 3207 4.2: all knowledge from the server is discarded;
+			 * EHLO is sent again once TLS is up */
+			c->ext = 0;
+			c->mechs = 0;
+			c->pipe = 0;
+			c->state = CLIENT_ST_TLS;
+			return CLIENT_ACT_TLS;
+		}
+		if (code_rc(r->code) == CLIENT_RC_OTHER)
+			return session_fail(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_STARTTLS, r->code,
+			                    r->text);
+		/* RFC 3207 4: 454 TLS not available (temporary), 501, 5xx */
+		return refuse(c, code_fail(r->code), CLIENT_CMD_STARTTLS, r->code, r->text);
+	case CLIENT_ST_AUTH:
+		return auth_reply(c, r);
 	case CLIENT_ST_TX:
 		return tx_reply(c, r);
 	case CLIENT_ST_END: {
@@ -549,6 +801,17 @@ static unsigned on_reply(struct client *c, const struct reply *r)
 
 /* ehlo_scan - watch the EHLO reply's raw bytes for keywords: every line
  * after the first is "250-KEYWORD params" (RFC 5321 4.1.1.1). */
+/* auth_param_end - one parameter of the AUTH line is complete: RFC 4954 3
+ * lists mechanisms separated by spaces; names are case-insensitive. */
+static void auth_param_end(struct client *c)
+{
+	if (c->at_len == 5 && !strncasecmp(c->at, "PLAIN", 5))
+		c->mechs |= CLIENT_MECH_PLAIN;
+	else if (c->at_len == 5 && !strncasecmp(c->at, "LOGIN", 5))
+		c->mechs |= CLIENT_MECH_LOGIN;
+	c->at_len = 0;
+}
+
 static void ehlo_scan(struct client *c, const char *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -556,19 +819,36 @@ static void ehlo_scan(struct client *c, const char *p, size_t n)
 		if (ch == '\n') {
 			if (c->el_line > 0 && c->kw_len <= sizeof(c->kw))
 				c->ext |= client_ext_by_name(c->kw, c->kw_len);
+			if (c->el_auth)
+				auth_param_end(c);
 			if (c->el_line < UINT16_MAX)
 				c->el_line++;
 			c->el_col = 0;
 			c->kw_len = 0;
 			c->kw_end = 0;
+			c->el_auth = 0;
 			continue;
 		}
 		if (c->el_col < UINT16_MAX)
 			c->el_col++;
-		if (c->el_col <= 4 || c->kw_end)
+		if (c->el_col <= 4)
 			continue;
+		if (c->kw_end) {
+			if (!c->el_auth)
+				continue;
+			if (ch == ' ' || ch == '\r' || ch == '=')
+				auth_param_end(c);
+			else if (c->at_len < sizeof(c->at))
+				c->at[c->at_len++] = ch;
+			continue;
+		}
 		if (ch == ' ' || ch == '\r' || ch == '=') {
+			/* "AUTH=PLAIN LOGIN" is the pre-RFC 4954 spelling some
+			 * servers still send; its mechanisms count the same */
 			c->kw_end = 1;
+			c->el_auth =
+			    c->el_line > 0 && c->kw_len == 4 && !strncasecmp(c->kw, "AUTH", 4);
+			c->at_len = 0;
 			continue;
 		}
 		if (c->kw_len < sizeof(c->kw))
@@ -587,15 +867,49 @@ size_t client_feed(struct client *c, const char *p, size_t n, unsigned *act)
 	*act = 0;
 	if (c->state == CLIENT_ST_CLOSED || c->state == CLIENT_ST_IDLE)
 		return n;
+	if (c->state == CLIENT_ST_TLS) {
+		/* RFC 3207 5 (and the STARTTLS response injection attacks): bytes
+		 * the server sent after its 220 but before the handshake are not
+		 * trustworthy; they are never read as replies */
+		*act = session_fail(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_STARTTLS, 0,
+		                    "plaintext after the 220 to STARTTLS (RFC 3207 5)");
+		return n;
+	}
 	used = reply_feed(&c->rp, p, n, &r, &done);
 	if (c->state == CLIENT_ST_EHLO)
 		ehlo_scan(c, p, used);
 	if (done) {
-		if (c->state == CLIENT_ST_EHLO)
-			c->ext = r.code == 250 ? c->ext : 0;
+		if (c->state == CLIENT_ST_EHLO && r.code != 250) {
+			c->ext = 0;
+			c->mechs = 0;
+		}
+		if (c->state == CLIENT_ST_AUTH)
+			auth_redact(&r);
 		*act = CLIENT_ACT_REPLY | on_reply(c, &r);
 	}
 	return used;
+}
+
+unsigned client_tls_up(struct client *c)
+{
+	if (c->state != CLIENT_ST_TLS)
+		return 0;
+	c->tls_up = 1;
+	reply_init(&c->rp);
+	if (c->cfg->tls == CLIENT_TLS_IMPLICIT) {
+		c->state = CLIENT_ST_GREET;
+		return 0;
+	}
+	/* RFC 3207 4.2: the client SHOULD send EHLO as the first command after
+	 * a successful TLS negotiation (its extensions may differ) */
+	return send_ehlo(c);
+}
+
+unsigned client_tls_failed(struct client *c, const char *why)
+{
+	if (c->state != CLIENT_ST_TLS)
+		return 0;
+	return session_fail(c, CLIENT_FAIL_TLS, cur_cmd(c), 0, why);
 }
 
 unsigned client_eof(struct client *c)
@@ -604,13 +918,19 @@ unsigned client_eof(struct client *c)
 		c->state = CLIENT_ST_CLOSED;
 		return CLIENT_ACT_CLOSE;
 	}
+	if (c->state == CLIENT_ST_TLS) /* a server that refuses a handshake often just closes */
+		return session_fail(c, CLIENT_FAIL_TLS, cur_cmd(c), 0,
+		                    "server closed the connection during the TLS handshake");
 	return fail_msg(c, CLIENT_FAIL_DROPPED, cur_cmd(c), 0, "server closed the connection",
 	                false);
 }
 
 unsigned client_timeout(struct client *c)
 {
-	return fail_msg(c, CLIENT_FAIL_TIMEOUT, cur_cmd(c), 0, "no reply within --timeout", false);
+	return fail_msg(c, CLIENT_FAIL_TIMEOUT, cur_cmd(c), 0,
+	                c->state == CLIENT_ST_TLS ? "TLS handshake not done within --timeout"
+	                                          : "no reply within --timeout",
+	                false);
 }
 
 unsigned client_abort(struct client *c)

@@ -10,10 +10,14 @@
  *
  * The driver here is the simplest correct one: output is taken as written at
  * once, on READY the next message starts until `msgs` were started, then
- * QUIT; at the end of the input the server "closes" (client_eof).  An
- * optional first line "#! key=value ..." configures the client:
+ * QUIT; at the end of the input the server "closes" (client_eof).  When the
+ * client asks for TLS (CLIENT_ACT_TLS) the handshake "happens" at once: the
+ * output shows "== tls: up" and the input that follows stands for the
+ * decrypted stream (or "== tls: failed" with tlsfail=1).  An optional first
+ * line "#! key=value ..." configures the client:
  *   rcpts=N msgs=N pipelining=auto|on|off bdat=0|1 helo=0|1
- *   from=TPL to=TPL ehlo=NAME
+ *   from=TPL to=TPL ehlo=NAME tls=none|starttls|implicit tlsfail=0|1
+ *   auth_user=TPL auth_pass=TPL auth_mech=auto|PLAIN|LOGIN sid=N
  * Usage: client_transcript DIR [--write]
  */
 #include <dirent.h>
@@ -32,7 +36,9 @@ struct run {
 struct tcfg {
 	struct client_cfg cc;
 	unsigned msgs;
-	char from[256], to[256], ehlo[128];
+	unsigned sid;
+	int tlsfail;
+	char from[256], to[256], ehlo[128], user[256], pass[256];
 };
 
 static char *slurp(const char *path, size_t *len)
@@ -100,6 +106,22 @@ static int parse_opts(char *line, struct tcfg *t)
 			snprintf(t->to, sizeof(t->to), "%s", v);
 		else if (!strcmp(s, "ehlo"))
 			snprintf(t->ehlo, sizeof(t->ehlo), "%s", v);
+		else if (!strcmp(s, "tls"))
+			t->cc.tls = !strcmp(v, "starttls")   ? CLIENT_TLS_STARTTLS
+			            : !strcmp(v, "implicit") ? CLIENT_TLS_IMPLICIT
+			                                     : CLIENT_TLS_NONE;
+		else if (!strcmp(s, "tlsfail"))
+			t->tlsfail = atoi(v);
+		else if (!strcmp(s, "auth_user"))
+			snprintf(t->user, sizeof(t->user), "%s", v);
+		else if (!strcmp(s, "auth_pass"))
+			snprintf(t->pass, sizeof(t->pass), "%s", v);
+		else if (!strcmp(s, "auth_mech"))
+			t->cc.auth_mech = !strcmp(v, "PLAIN")   ? CLIENT_MECH_PLAIN
+			                  : !strcmp(v, "LOGIN") ? CLIENT_MECH_LOGIN
+			                                        : 0;
+		else if (!strcmp(s, "sid"))
+			t->sid = (unsigned)strtoul(v, NULL, 10);
 		else
 			return -1;
 	}
@@ -133,6 +155,17 @@ static void handle(struct client *c, const struct tcfg *t, unsigned act, unsigne
 				emitf(r, " at %s (%u) \"%s\"", client_cmd_name(c->fail_cmd),
 				      c->fail_code, c->text);
 			emitf(r, "\n");
+		} else if (act & CLIENT_ACT_TLS) {
+			/* nothing may be queued behind STARTTLS (RFC 3207 4) */
+			if (client_has_output(c))
+				emitf(r, "== BUG: output queued during the TLS handshake\n");
+			if (t->tlsfail) {
+				emitf(r, "== tls: failed\n");
+				next = client_tls_failed(c, "handshake failure (simulated)");
+			} else {
+				emitf(r, "== tls: up\n");
+				next = client_tls_up(c);
+			}
 		} else if (act & CLIENT_ACT_READY) {
 			if (*started < t->msgs) {
 				struct client_msg m = {.n = ++*started,
@@ -174,7 +207,8 @@ static void play(const struct tcfg *t, const char *in, size_t len, const size_t 
 	r->out = NULL;
 	r->len = 0;
 	client_init(&c, &t->cc, &st, cmd, cap);
-	client_start(&c);
+	c.sid = t->sid;
+	handle(&c, t, client_start(&c), &started, r);
 	while (off < len && c.state != CLIENT_ST_CLOSED) {
 		size_t end = len, done = 0;
 		if (step)
@@ -201,6 +235,11 @@ static void play(const struct tcfg *t, const char *in, size_t len, const size_t 
 			      (unsigned long long)st.replies[i][1],
 			      (unsigned long long)st.replies[i][2],
 			      (unsigned long long)st.replies[i][3]);
+	if (st.auth_attempts)
+		emitf(r, " | auth attempts=%llu (plain %llu, login %llu) ok=%llu failed=%llu",
+		      (unsigned long long)st.auth_attempts, (unsigned long long)st.auth_plain,
+		      (unsigned long long)st.auth_login, (unsigned long long)st.auth_ok,
+		      (unsigned long long)st.auth_failed);
 	emitf(r, "\n");
 	free(cmd);
 }
@@ -247,6 +286,10 @@ static int run_one(const char *dir, const char *name, int write)
 	t.cc.from_tpl = t.from;
 	t.cc.to_tpl = t.to;
 	t.cc.ehlo = t.ehlo;
+	if (t.user[0]) {
+		t.cc.auth_user = t.user;
+		t.cc.auth_pass = t.pass;
+	}
 	play(&t, in + skip, len - skip, NULL, 0, 0, &whole);
 	play(&t, in + skip, len - skip, NULL, 0, 1, &bytes);
 	if (!same(&whole, &bytes)) {

@@ -29,8 +29,21 @@
  * output, never written over it.  The driver writes client_out(), reports
  * what went out with client_wrote().
  *
- * STARTTLS, AUTH, PROXY and retry decisions are meant to become states and
- * actions of this machine; the EHLO scanner already records their keywords.
+ * TLS and AUTH are states of the same machine.  STARTTLS (RFC 3207): after
+ * the EHLO reply offers it, STARTTLS is sent alone (nothing is pipelined
+ * behind it), and its 220 returns CLIENT_ACT_TLS: the driver runs the TLS
+ * handshake and reports it with client_tls_up() or client_tls_failed().
+ * Then everything learnt from the server is forgotten and EHLO is sent
+ * again (RFC 3207 4.2).  Implicit TLS (RFC 8314 3.3) asks for the handshake
+ * at client_start(), before the greeting.  The core never sees ciphertext:
+ * the driver's TLS layer hands it plaintext both ways.  AUTH (RFC 4954):
+ * PLAIN with an initial response (RFC 4616) or LOGIN through two 334
+ * challenges, after the last EHLO and before the first MAIL.  Credentials
+ * are templates ({s} = session number); they go to the wire base64-encoded
+ * and are never copied into reply texts, results or counters.
+ *
+ * PROXY and retry decisions are meant to become states and actions of this
+ * machine too.
  */
 #ifndef SINK_CLIENT_H
 #define SINK_CLIENT_H
@@ -60,6 +73,8 @@ enum client_cmd {
 	CLIENT_CMD_GREETING = 0,
 	CLIENT_CMD_EHLO,
 	CLIENT_CMD_HELO,
+	CLIENT_CMD_STARTTLS, /* RFC 3207 */
+	CLIENT_CMD_AUTH,     /* RFC 4954: every reply of the exchange, 334s included */
 	CLIENT_CMD_MAIL,
 	CLIENT_CMD_RCPT,
 	CLIENT_CMD_DATA,
@@ -85,6 +100,8 @@ enum client_fail {
 	CLIENT_FAIL_DROPPED,     /* the server closed or reset the connection */
 	CLIENT_FAIL_UNSUPPORTED, /* a required extension is not offered */
 	CLIENT_FAIL_ABORTED,     /* the run was stopped (signal, no progress) */
+	CLIENT_FAIL_TLS,         /* the TLS handshake failed (driver) or was cut off */
+	CLIENT_FAIL_AUTH,        /* AUTH was refused (RFC 4954 535, 454, 5xx) */
 	CLIENT_FAIL_N
 };
 
@@ -95,6 +112,9 @@ enum client_state {
 	CLIENT_ST_GREET,    /* waiting for 220 */
 	CLIENT_ST_EHLO,     /* EHLO sent */
 	CLIENT_ST_HELO,     /* HELO sent */
+	CLIENT_ST_STARTTLS, /* STARTTLS sent */
+	CLIENT_ST_TLS,      /* the driver runs the TLS handshake */
+	CLIENT_ST_AUTH,     /* AUTH exchange in progress */
 	CLIENT_ST_READY,    /* no transaction: client_begin() or client_quit() */
 	CLIENT_ST_TX,       /* envelope commands outstanding */
 	CLIENT_ST_END,      /* content sent, waiting for the final reply */
@@ -109,17 +129,31 @@ enum client_state {
 #define CLIENT_ACT_MSG   0x04u /* a message ended: result in c->res */
 #define CLIENT_ACT_READY 0x08u /* idle in a session: begin a message or quit */
 #define CLIENT_ACT_CLOSE 0x10u /* close the connection (c->fail says why, if failed) */
+#define CLIENT_ACT_TLS   0x20u /* start the TLS handshake now; then client_tls_up/_failed */
 
 #define CLIENT_IOV_MAX 8
 
+enum client_tls { CLIENT_TLS_NONE = 0, CLIENT_TLS_STARTTLS, CLIENT_TLS_IMPLICIT };
+
+/* AUTH mechanisms (bits; RFC 4954 keyword values, case-insensitive). */
+enum { CLIENT_MECH_PLAIN = 1u << 0, CLIENT_MECH_LOGIN = 1u << 1 };
+
+/* RFC 4616 2: a server must accept an authcid and a passwd of up to 255
+ * octets; longer expanded credentials are refused at start. */
+#define CLIENT_AUTH_MAX 255
+
 struct client_cfg {
-	const char *ehlo;     /* name for EHLO/HELO */
-	bool helo;            /* HELO instead of EHLO */
-	int pipelining;       /* -1 when advertised, 0 off, 1 always */
-	bool bdat;            /* BDAT instead of DATA; CHUNKING required */
-	uint32_t rcpts;       /* recipients per message, >= 1 */
-	const char *from_tpl; /* {n} = message number */
-	const char *to_tpl;   /* {n} = message number, {r} = recipient index */
+	const char *ehlo;      /* name for EHLO/HELO */
+	bool helo;             /* HELO instead of EHLO */
+	int pipelining;        /* -1 when advertised, 0 off, 1 always */
+	bool bdat;             /* BDAT instead of DATA; CHUNKING required */
+	uint32_t rcpts;        /* recipients per message, >= 1 */
+	const char *from_tpl;  /* {n} = message number */
+	const char *to_tpl;    /* {n} = message number, {r} = recipient index */
+	uint8_t tls;           /* enum client_tls */
+	uint8_t auth_mech;     /* 0: first of PLAIN, LOGIN offered; else one CLIENT_MECH_* */
+	const char *auth_user; /* template, {s} = session number; NULL: no AUTH */
+	const char *auth_pass; /* template, {s} = session number */
 };
 
 /* One message to send.  The content pointers must stay valid until the
@@ -148,6 +182,9 @@ struct client_result {
  * sessions (single-threaded, no atomics). */
 struct client_stats {
 	uint64_t replies[CLIENT_CMD_N][CLIENT_RC_N];
+	/* AUTH exchanges started (by mechanism), accepted (235), refused
+	 * (4xx/5xx; the rest ended otherwise: timeout, close, bad reply) */
+	uint64_t auth_attempts, auth_plain, auth_login, auth_ok, auth_failed;
 };
 
 struct client {
@@ -159,13 +196,21 @@ struct client {
 	uint8_t fail;  /* session failure (enum client_fail), once set */
 	uint8_t fail_cmd;
 	uint16_t fail_code;
-	uint32_t ext; /* CLIENT_EXT_* from the last EHLO */
+	uint32_t ext;      /* CLIENT_EXT_* from the last EHLO */
+	uint32_t sid;      /* session number for {s} in the AUTH templates */
+	uint8_t tls_up;    /* TLS is established on this connection */
+	uint8_t mechs;     /* CLIENT_MECH_* offered by the last EHLO's AUTH line */
+	uint8_t mech;      /* mechanism of the AUTH in progress */
+	uint8_t auth_step; /* LOGIN: 334 challenges answered */
 	/* EHLO keyword scanner over the raw reply bytes */
 	uint16_t el_col;
 	uint16_t el_line;
 	uint8_t kw_len;
 	uint8_t kw_end;
+	uint8_t el_auth; /* this line's keyword is AUTH: its parameters are mechanisms */
+	uint8_t at_len;
 	char kw[24];
+	char at[8]; /* AUTH parameter being scanned (longer ones never match) */
 	/* current transaction */
 	struct client_msg msg;
 	uint32_t await;  /* index of the next reply: 0 MAIL, 1..k RCPT, k+1 DATA/BDAT */
@@ -192,8 +237,16 @@ size_t client_cmd_cap(const struct client_cfg *cfg);
 void client_init(struct client *c, const struct client_cfg *cfg, struct client_stats *stats,
                  char *cmd, size_t cap);
 
-/* client_start - a new connection is up: wait for the greeting. */
-void client_start(struct client *c);
+/* client_start - a new connection is up: wait for the greeting.  With
+ * implicit TLS returns CLIENT_ACT_TLS (the handshake comes first), else 0. */
+unsigned client_start(struct client *c);
+
+/* client_tls_up - the handshake asked for by CLIENT_ACT_TLS succeeded: wait
+ * for the greeting (implicit TLS) or send EHLO again (STARTTLS).
+ * client_tls_failed - it failed (why: one line, e.g. OpenSSL's reason):
+ * the session ends with class tls.  Both only in state CLIENT_ST_TLS. */
+unsigned client_tls_up(struct client *c);
+unsigned client_tls_failed(struct client *c, const char *why);
 
 /* client_feed - consume server bytes up to the end of one reply and act on
  * it.  Returns octets consumed; *act gets CLIENT_ACT_* bits (0 when the
@@ -241,5 +294,15 @@ uint32_t client_ext_by_name(const char *kw, size_t n);
 
 const char *client_fail_name(unsigned fail);
 const char *client_cmd_name(unsigned cmd);
+
+/* client_b64 - RFC 4648 4 base64 of n octets into out (room for
+ * 4 * ((n + 2) / 3) octets, no NUL); returns the length written. */
+size_t client_b64(const void *in, size_t n, char *out);
+
+/* client_tpl_s - expand {s} (session number s) in tpl into out (cap
+ * octets, no NUL); returns the length, or (size_t)-1 when it does not fit.
+ * client_tpl_s_max - the longest expansion of tpl over every s. */
+size_t client_tpl_s(const char *tpl, uint32_t s, char *out, size_t cap);
+size_t client_tpl_s_max(const char *tpl);
 
 #endif

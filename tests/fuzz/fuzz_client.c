@@ -1,14 +1,19 @@
 /*
  * fuzz_client.c - libFuzzer target for the client session core
  *
- * Input: one configuration octet (pipelining, BDAT, HELO, recipients), one
- * octet of split size, then the server's bytes.  The harness acts as a
- * driver that writes only part of the output at a time, so replies arrive
- * while commands are still queued (the "server answers ahead" case).
+ * Input: one configuration octet (pipelining, BDAT, HELO, recipients, end
+ * by timeout or close, TLS), one octet of split size and TLS/AUTH options,
+ * then the server's bytes.  The harness acts as a driver that writes only
+ * part of the output at a time, so replies arrive while commands are still
+ * queued (the "server answers ahead" case); when asked for TLS it reports
+ * the handshake done at once (or failed, for one split value), so the
+ * following bytes stand for the decrypted stream.
  * Invariants checked: every started message gets exactly one result, the
  * result's counts are consistent with its outcome, the command buffer and
- * iovec queue stay within bounds, and after the end of input the session is
- * closed.
+ * iovec queue stay within bounds, nothing is queued behind STARTTLS, no
+ * message starts before TLS is up (--starttls/--tls) or before AUTH was
+ * accepted, the password never goes out unencoded, and after the end of
+ * input the session is closed.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,8 +35,19 @@ static void check(int ok)
 
 struct h {
 	struct client c;
+	struct client_stats *st;
 	unsigned started, results, writes;
+	int tlsfail;
 };
+
+/* out_has - the queued output holds s in clear (within one iovec) */
+static int out_has(const struct client *c, const char *s)
+{
+	for (int i = 0; i < c->nout; i++)
+		if (memmem(c->out[i].iov_base, c->out[i].iov_len, s, strlen(s)))
+			return 1;
+	return 0;
+}
 
 static void act_on(struct h *h, unsigned act, size_t wr)
 {
@@ -50,8 +66,17 @@ static void act_on(struct h *h, unsigned act, size_t wr)
 			else
 				check(r->fail != CLIENT_FAIL_NONE && r->fail < CLIENT_FAIL_N);
 		}
+		if (act & CLIENT_ACT_TLS) {
+			/* RFC 3207 4: nothing pipelined behind STARTTLS */
+			check(h->c.state == CLIENT_ST_TLS && !h->c.tls_up && h->c.cfg->tls);
+			check(!client_has_output(&h->c) && h->results == h->started);
+			next = h->tlsfail ? client_tls_failed(&h->c, "fuzz") : client_tls_up(&h->c);
+		}
 		if (!(act & CLIENT_ACT_CLOSE) && (act & CLIENT_ACT_READY)) {
 			check(h->results == h->started);
+			/* no message before TLS (when asked for) and AUTH succeeded */
+			check(!h->c.cfg->tls || h->c.tls_up);
+			check(!h->c.cfg->auth_user || h->st->auth_ok > 0);
 			if (h->started < 3) {
 				struct client_msg m = {
 				    h->started + 1,  stamp, sizeof(stamp) - 1, raw,
@@ -63,6 +88,9 @@ static void act_on(struct h *h, unsigned act, size_t wr)
 			}
 		}
 		check(h->c.cmd_len <= h->c.cmd_cap && h->c.nout <= CLIENT_IOV_MAX);
+		check(h->c.state != CLIENT_ST_TLS || !client_has_output(&h->c));
+		check(!out_has(&h->c, "pw-secret"));
+		check(h->st->auth_ok + h->st->auth_failed <= h->st->auth_attempts);
 		/* a slow writer: part of the output now, the rest later */
 		if (client_has_output(&h->c)) {
 			int n;
@@ -92,13 +120,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg.bdat = data[0] & 4;
 	cfg.helo = data[0] & 8;
 	cfg.rcpts = 1u + (data[0] >> 4 & 3);
-	size_t step = (size_t)data[1] % 17 + 1;
+	if (data[0] & 128)
+		cfg.tls = data[1] & 32 ? CLIENT_TLS_IMPLICIT : CLIENT_TLS_STARTTLS;
+	if (data[1] & 64) {
+		cfg.auth_user = "user{s}";
+		cfg.auth_pass = "pw-secret{s}";
+		cfg.auth_mech = data[1] & 128 ? CLIENT_MECH_LOGIN : 0;
+	}
+	size_t step = (size_t)(data[1] & 31) % 17 + 1;
 	memset(&st, 0, sizeof(st));
 	memset(&h, 0, sizeof(h));
+	h.st = &st;
+	h.tlsfail = (data[1] & 31) == 31;
 	cap = client_cmd_cap(&cfg);
 	cmd = malloc(cap);
 	client_init(&h.c, &cfg, &st, cmd, cap);
-	client_start(&h.c);
+	h.c.sid = (uint32_t)size;
+	act_on(&h, client_start(&h.c), step);
 	while (off < size && h.c.state != CLIENT_ST_CLOSED) {
 		size_t n = size - off < step ? size - off : step, used = 0;
 		char *piece = malloc(n); /* fresh buffer: ASan catches kept views */

@@ -5,7 +5,9 @@ compact, indent=4, keys sorted) and merged; every count and every histogram
 bucket must equal the sum this test computes itself, and the merged
 quantiles must equal the ones this test computes from the summed buckets.
 Malformed, truncated, foreign and incompatible input must give exit 2 with
-a message, never a crash; reports are also read from pipes.
+a message, never a crash; reports are also read from pipes.  Keys added
+within schema 1 (TLS, AUTH) add up too, and a report written before them
+still merges (as zeros).
 """
 import copy
 import json
@@ -46,10 +48,11 @@ def quantile(buckets, count, mx, q):
 
 def oracle(reports):
     """Sum the raw counts of reports (dicts) the way the docs say merge does."""
-    out = {"messages": {}, "bytes": {}, "connections": {}, "replies": {}, "hist": {}}
+    out = {"messages": {}, "bytes": {}, "connections": {}, "tls": {}, "auth": {}, "replies": {},
+           "hist": {}}
     for r in reports:
-        for sec in ("messages", "bytes", "connections"):
-            for k, v in r[sec].items():
+        for sec in ("messages", "bytes", "connections", "tls", "auth"):
+            for k, v in r.get(sec, {}).items():
                 if isinstance(v, dict):
                     d = out[sec].setdefault(k, {})
                     for kk, vv in v.items():
@@ -116,13 +119,13 @@ class Merge(unittest.TestCase):
             f.write(text)
         return p
 
-    def check_against_oracle(self, merged, want):
-        for sec in ("messages", "bytes", "connections", "replies"):
+    def check_against_oracle(self, merged, want, n=3):
+        for sec in ("messages", "bytes", "connections", "replies", "tls", "auth"):
             self.assertEqual(merged[sec], want[sec], sec)
         self.assertEqual(merged["seconds"], want["seconds"])
         self.assertAlmostEqual(merged["cpu_seconds"], want["cpu_seconds"], places=5)
         self.assertEqual(merged["schema"], 1)
-        self.assertEqual(merged["merged"], 3)
+        self.assertEqual(merged["merged"], n)
         for name, h in want["hist"].items():
             m = merged["histograms"][name]
             self.assertEqual((m["count"], m["sum"], m["max"]), (h["count"], h["sum"], h["max"]))
@@ -157,6 +160,56 @@ class Merge(unittest.TestCase):
         rc, err, out = merge("--json", "-", *mixed)
         self.assertEqual(rc, 0, err)
         self.check_against_oracle(json.loads(out), want)
+
+    def test_tls_auth_keys_add_and_older_reports_merge(self):
+        tls = copy.deepcopy(self.reps[0])
+        tls["tls"] = {"full": 3, "resumed": 2, "versions": {"TLSv1.3": 4, "TLSv1.2": 1},
+                      "ciphers": {"TLS_AES_256_GCM_SHA384": 4, "ECDHE-ECDSA-AES128-GCM-SHA256": 1}}
+        tls["auth"] = {"attempts": 7, "plain": 5, "login": 2, "ok": 5, "failed": 1}
+        tls["replies"]["starttls"] = {"ok": 5, "4xx": 1, "5xx": 0, "other": 0}
+        tls["replies"]["auth"] = {"ok": 7, "4xx": 0, "5xx": 1, "other": 0}
+        tls["connections"]["failed_by"]["auth"] = 1
+        tls["connections"]["failed_by"]["tls"] = 2
+        tls["connections"]["failed"] += 3
+        tls["histograms"]["tls_handshake_full"] = copy.deepcopy(tls["histograms"]["connect"])
+        # a report of an smtpbench from before TLS: none of the new keys
+        old = copy.deepcopy(self.reps[1])
+        for k in ("tls", "auth"):
+            del old[k]
+        for k in ("starttls", "auth"):
+            del old["replies"][k]
+        for sec in ("messages", "connections"):
+            for k in ("tls", "auth"):
+                del old[sec]["failed_by"][k]
+        for k in ("tls_handshake_full", "tls_handshake_resumed"):
+            del old["histograms"][k]
+            del old["latency_ms"][k]
+        reps = [tls, old, tls]
+        files = [self.write("tls-%d.json" % i, json.dumps(r)) for i, r in enumerate(reps)]
+        rc, err, out = merge("--json", "-", *files)
+        self.assertEqual(rc, 0, err)
+        merged = json.loads(out)
+        want = oracle(reps)
+        self.check_against_oracle(merged, want)
+        self.assertEqual(merged["tls"], {"full": 6, "resumed": 4,
+                                         "versions": {"TLSv1.3": 8, "TLSv1.2": 2},
+                                         "ciphers": {"TLS_AES_256_GCM_SHA384": 8,
+                                                     "ECDHE-ECDSA-AES128-GCM-SHA256": 2}})
+        self.assertEqual(merged["auth"]["attempts"], 14)
+        self.assertEqual(merged["connections"]["failed_by"]["tls"], 4)
+        self.assertEqual(merged["replies"]["starttls"]["4xx"], 2)
+        self.assertEqual(merged["histograms"]["tls_handshake_full"]["count"],
+                         2 * tls["histograms"]["connect"]["count"])
+        self.assertIn("tls       10 handshakes: 6 full, 4 resumed", err)
+        # present but wrong is still refused
+        bad = copy.deepcopy(tls)
+        bad["tls"]["versions"]["TLSv1.3"] = -1
+        bad2 = copy.deepcopy(tls)
+        bad2["auth"]["ok"] = "five"
+        for b, msg in ((bad, "tls.versions"), (bad2, "auth.ok")):
+            rc, err, _ = merge(self.files[0], self.write("bad-tls.json", json.dumps(b)))
+            self.assertEqual(rc, 2, err)
+            self.assertIn(msg, err)
 
     def test_reads_pipes(self):
         with open(self.files[0], "rb") as f:

@@ -54,6 +54,8 @@ struct cap_ring {
 	struct done done[DONE_SIZE];
 	_Atomic uint64_t done_head, done_tail; /* writer -> worker */
 	uint64_t seq;
+	uint64_t *pend; /* aborts that found the ring full, oldest first */
+	size_t npend, cappend;
 };
 
 /* The writer's state for one message. */
@@ -125,6 +127,36 @@ static bool push(struct cap_ring *r, uint32_t type, uint64_t id, const void *p, 
 	return true;
 }
 
+/* cap_abort - tell the writer a message will not be finished, so it closes
+ * and unlinks its file.  The ring keeps RESERVE octets for aborts, but a
+ * thousand connections failing at once can use that up: an abort that does
+ * not fit waits in pend and capture_poll_done pushes it on a later loop
+ * turn.  Losing one would leave the writer an open file until shutdown. */
+static void cap_abort(struct cap_ring *r, uint64_t id)
+{
+	if (!r->npend && push(r, REC_ABORT, id, NULL, 0))
+		return;
+	if (r->npend == r->cappend) {
+		size_t n = r->cappend ? r->cappend * 2 : 64;
+		uint64_t *q = realloc(r->pend, n * sizeof(*q));
+		if (!q)
+			return; /* the file is closed at shutdown */
+		r->pend = q;
+		r->cappend = n;
+	}
+	r->pend[r->npend++] = id;
+}
+
+static void cap_abort_flush(struct cap_ring *r)
+{
+	size_t i = 0;
+
+	while (i < r->npend && push(r, REC_ABORT, r->pend[i], NULL, 0))
+		i++;
+	memmove(r->pend, r->pend + i, (r->npend - i) * sizeof(*r->pend));
+	r->npend -= i;
+}
+
 /* --- worker side: the session's content hooks ------------------------------ */
 
 static struct cap_ring *ring_of(struct conn *c)
@@ -167,7 +199,7 @@ void capture_content(struct conn *c, const char *p, size_t n)
 			/* the writer is behind: this message is not stored */
 			c->cap_failed = 1;
 			c->w->st.capture_dropped++;
-			push(r, REC_ABORT, c->cap_id, NULL, 0);
+			cap_abort(r, c->cap_id);
 			return;
 		}
 		p += k;
@@ -238,7 +270,7 @@ int capture_commit(struct conn *c)
 	free(entry);
 	if (!ok) {
 		c->w->st.capture_dropped++;
-		push(ring_of(c), REC_ABORT, c->cap_id, NULL, 0);
+		cap_abort(ring_of(c), c->cap_id);
 		c->cap_id = 0;
 		return SESS_COMMIT_FAIL;
 	}
@@ -257,14 +289,14 @@ void capture_end(struct conn *c, bool accepted)
 		return;
 	if (c->cap_failed || !accepted) {
 		if (!c->cap_failed)
-			push(r, REC_ABORT, c->cap_id, NULL, 0);
+			cap_abort(r, c->cap_id);
 		c->cap_id = 0;
 		return;
 	}
 	char *entry = index_entry(c);
 	if (!entry || !push(r, REC_END, c->cap_id, entry, strlen(entry))) {
 		c->w->st.capture_dropped++;
-		push(r, REC_ABORT, c->cap_id, NULL, 0);
+		cap_abort(r, c->cap_id);
 	}
 	free(entry);
 	c->cap_id = 0;
@@ -292,6 +324,16 @@ void capture_envelope(struct conn *c, char kind, const char *addr, size_t n)
 	c->env[c->env_len++] = 0;
 }
 
+/* capture_release - the connection closes: a message it was sending (the
+ * client hung up in DATA, a reset, a timeout) is not finished; one whose
+ * commit was sent is the writer's to finish (stored, never acknowledged). */
+void capture_release(struct conn *c)
+{
+	if (c->cap_id && !c->cap_failed && !c->cap_waiting)
+		cap_abort(ring_of(c), c->cap_id);
+	c->cap_id = 0;
+}
+
 /* capture_poll_done - the writer's verdicts for this worker's waiting
  * sessions (--capture-strict): wake each. */
 void capture_poll_done(struct worker *w)
@@ -299,6 +341,9 @@ void capture_poll_done(struct worker *w)
 	struct cap_ring *r = w->capring;
 	uint64_t t = atomic_load_explicit(&r->done_tail, memory_order_relaxed);
 	uint64_t h = atomic_load_explicit(&r->done_head, memory_order_acquire);
+
+	if (r->npend)
+		cap_abort_flush(r);
 
 	for (; t != h; t++) {
 		struct done d = r->done[t % DONE_SIZE];
@@ -569,8 +614,10 @@ void capture_stop(struct server *srv)
 	close(cap.newdir);
 	close(cap.kick);
 	for (int i = 0; i < srv->nworkers; i++) {
-		if (srv->workers[i].capring)
+		if (srv->workers[i].capring) {
 			free(srv->workers[i].capring->buf);
+			free(srv->workers[i].capring->pend);
+		}
 		free(srv->workers[i].capring);
 		srv->workers[i].capring = NULL;
 	}

@@ -940,6 +940,8 @@ void conn_release(struct conn *c)
 	conn_list_remove(c);
 	heap_remove(c);
 	held_free(c);
+	if (w->capring)
+		capture_release(c);
 	if (c->cap_waiting) {
 		for (struct conn **pc = &w->capwait; *pc; pc = &(*pc)->cap_next)
 			if (*pc == c) {

@@ -401,6 +401,7 @@ const char *capture_dir(void);
 void capture_begin(struct conn *c);
 void capture_content(struct conn *c, const char *p, size_t n);
 void capture_end(struct conn *c, bool accepted);
+void capture_release(struct conn *c);
 void capture_envelope(struct conn *c, char kind, const char *addr, size_t n);
 int capture_commit(struct conn *c);
 void capture_poll_done(struct worker *w);

@@ -21,6 +21,18 @@ from sinklib import SLOW, Sink, backends, chat, recv_until  # noqa: E402
 BACKENDS = backends()
 
 
+def open_in(pid, directory):
+    """How many of the process's descriptors are files in directory."""
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith(directory + "/"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
 def stored(d):
     """{file name: bytes} in d/new, and the index lines."""
     new = os.path.join(d, "new")
@@ -105,6 +117,36 @@ class Capture(unittest.TestCase):
                                 "http://%s/api/v1/messages/..%%2Findex.jsonl" % http],
                                capture_output=True, timeout=10)
             self.assertEqual(r.stdout, b"404")
+
+    def test_hangup_mid_data_leaves_nothing(self):
+        # clients that hang up (or reset) inside DATA: their files are
+        # removed at once, not held open by the writer until shutdown
+        for be in BACKENDS:
+            d = self.capdir("hangup-" + be)
+            with self.subTest(backend=be), Sink(["--capture", d], backend=be) as s:
+                for i in range(50):
+                    c = s.connect()
+                    chat(c, b"")
+                    chat(c, b"EHLO x\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n")
+                    chat(c, b"DATA\r\n")
+                    c.sendall(b"Subject: cut\r\n\r\n" + b"z" * 5000)
+                    if i % 2:  # half with a reset
+                        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                     b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    c.close()
+                tmp = os.path.join(d, "tmp")
+                deadline = time.monotonic() + 5 * SLOW
+                while time.monotonic() < deadline and (os.listdir(tmp) or open_in(s.proc.pid, tmp)):
+                    time.sleep(0.05)
+                self.assertEqual(os.listdir(tmp), [], "partial files removed while running")
+                self.assertEqual(open_in(s.proc.pid, tmp), 0, "no file left open by the writer")
+                c = smtplib.SMTP("127.0.0.1", s.port, timeout=10 * SLOW)
+                c.sendmail("a@b.test", ["c@d.test"], b"Subject: whole\r\n\r\nok\r\n")
+                c.quit()
+                s.stop()
+                files, index = stored(d)
+                self.assertEqual(list(files.values()), [b"Subject: whole\r\n\r\nok\r\n"])
+                self.assertEqual(s.counters()["captured"], 1)
 
     def test_sample_first_max(self):
         for args, want in ((["--capture-sample", "1/3"], 3), (["--capture-first", "4"], 4),

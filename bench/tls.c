@@ -265,9 +265,11 @@ void tls_input(struct loop *L, struct csess *s, const char *p, size_t n, uint64_
 		broken(L, s, now);
 		return;
 	}
+	/* SSL_get_error needs an empty error queue; only a failed call adds to
+	 * it, and a failed call ends this loop, so once per batch is enough. */
+	ERR_clear_error();
 	for (;;) {
 		int r, e;
-		ERR_clear_error();
 		if (s->tls_hs) {
 			r = SSL_do_handshake(s->ssl);
 			if (r == 1) {
@@ -285,6 +287,10 @@ void tls_input(struct loop *L, struct csess *s, const char *p, size_t n, uint64_
 			drv_act(L, s, client_tls_failed(&s->cl, why), now);
 			return;
 		}
+		/* nothing buffered: SSL_read would only say WANT_READ, at about
+		 * the cost of decrypting a small record in OpenSSL 3 */
+		if (!BIO_ctrl_pending(s->rbio) && !SSL_has_pending(s->ssl))
+			break;
 		r = SSL_read(s->ssl, L->tls_in, sizeof(L->tls_in));
 		if (r > 0) {
 			drv_feed(L, s, L->tls_in, (size_t)r, now);
@@ -310,6 +316,7 @@ void tls_input(struct loop *L, struct csess *s, const char *p, size_t n, uint64_
 
 void tls_pump(struct loop *L, struct csess *s)
 {
+	ERR_clear_error(); /* see tls_input */
 	for (;;) {
 		size_t room = TLS_OBUF - s->ooff - s->olen;
 		size_t pend = BIO_ctrl_pending(s->wbio);
@@ -344,7 +351,6 @@ void tls_pump(struct loop *L, struct csess *s)
 			}
 			src = L->tls_out;
 		}
-		ERR_clear_error();
 		int w = SSL_write(s->ssl, src, (int)k);
 		if (w <= 0) {
 			/* with memory BIOs and no renegotiation this cannot wait;

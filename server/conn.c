@@ -467,7 +467,8 @@ static void tls_pump(struct conn *c)
 			conn_close(c, sess_shutdown(&c->sess, true));
 		tls_flush(c); /* implicit TLS: the greeting */
 	}
-	while (c->state == CONN_SESSION && !c->paused && !held_pending(c)) {
+	while (c->state == CONN_SESSION && !c->paused && !held_pending(c) &&
+	       tls_has_input(c->tls)) {
 		long r = tls_read(c->tls, w->tls_buf, 16384);
 		if (r > 0) {
 			feed(c, w->tls_buf, (size_t)r);

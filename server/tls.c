@@ -224,6 +224,11 @@ size_t tls_in_pending(const struct tls_conn *t)
 	return BIO_ctrl_pending(t->rbio);
 }
 
+bool tls_has_input(const struct tls_conn *t)
+{
+	return BIO_ctrl_pending(t->rbio) || SSL_has_pending(t->ssl);
+}
+
 enum tls_res tls_handshake(struct tls_conn *t)
 {
 	int r = SSL_do_handshake(t->ssl);

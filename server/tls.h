@@ -40,6 +40,10 @@ void tls_conn_free(struct tls_conn *t);
 /* tls_in - ciphertext from the socket (kept in the read BIO until parsed). */
 void tls_in(struct tls_conn *t, const char *p, size_t n);
 size_t tls_in_pending(const struct tls_conn *t);
+/* tls_has_input - a record (or part of one) is buffered: tls_read may make
+ * progress.  Lets the caller skip the SSL_read that would only say
+ * WANT_READ, which in OpenSSL 3 costs about as much as a small record. */
+bool tls_has_input(const struct tls_conn *t);
 
 enum tls_res { TLS_AGAIN = 0, TLS_DONE = 1, TLS_FAIL = -1, TLS_CLOSED = -2 };
 

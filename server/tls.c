@@ -118,6 +118,15 @@ int tls_setup(const struct tls_opts *o, char *err, size_t errlen)
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE);
 	/* Session resumption: tickets (the default) plus a server-side cache. */
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"smtpsink", 8);
+	/* Handshake cost (results/2026-11-29-tls): one TLS 1.3 ticket per
+	 * handshake instead of OpenSSL's two (a mail client resumes with one),
+	 * and AES-128-GCM with SHA-256 first, whose key schedule is cheaper than
+	 * SHA-384's; together -12% sink CPU per full STARTTLS connection.  TLS
+	 * 1.2 keeps OpenSSL's default list. */
+	SSL_CTX_set_num_tickets(ctx, 1);
+	SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+	                              "TLS_CHACHA20_POLY1305_SHA256");
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	if (o->self_signed) {
 		if (self_signed(o->hostname, &key, &cert)) {
 			ssl_err(err, errlen, "generating a self-signed certificate");

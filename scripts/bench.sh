@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# bench.sh [--quick] - `make bench`: install what the suite needs, then run it.
+# bench.sh [--quick] - `make bench`: install what the suites need, then run them
+# (bench_suite.py, then bench_tls.py; each writes its own results/ directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SINK_DEPS_EXTRA="python3-aiosmtpd gnuplot-nox" scripts/deps.sh
-exec /usr/bin/python3 scripts/bench_suite.py "$@"
+/usr/bin/python3 scripts/bench_suite.py "$@"
+# plaintext vs STARTTLS vs implicit TLS, aiosmtpd and smtp-sink beside
+exec /usr/bin/python3 scripts/bench_tls.py "$@"

@@ -144,13 +144,23 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smtpsink", default="build/server/smtpsink")
     ap.add_argument("--smtpbench", default="build/bench/smtpbench")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="default results/DATE-tls[-N], never overwritten")
+    ap.add_argument("--quick", action="store_true", help="1 repetition, 100 sessions, 1 s")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", default="3s")
     ap.add_argument("--warmup", default="0.5s")
     ap.add_argument("--sessions", default="100,1000")
     ap.add_argument("--servers", default="smtpsink,aiosmtpd,smtp-sink")
     a = ap.parse_args()
+    if a.quick:
+        a.reps, a.sessions, a.duration = 1, "100", "1s"
+    if not a.out:
+        base = os.path.join("results", time.strftime("%Y-%m-%d") + "-tls" +
+                            ("-quick" if a.quick else ""))
+        a.out, n = base, 2
+        while os.path.exists(a.out):
+            a.out = "%s-%d" % (base, n)
+            n += 1
     os.makedirs(a.out, exist_ok=True)
     d = tempfile.mkdtemp(prefix="btls-cert.")
     cert, key = make_cert(d)

@@ -94,6 +94,8 @@ static void ring_copy_in(struct cap_ring *r, uint64_t at, const void *p, size_t 
 	size_t off = (size_t)(at & (RING_SIZE - 1)),
 	       first = RING_SIZE - off < n ? RING_SIZE - off : n;
 
+	if (!n)
+		return; /* begin/abort records carry no payload (p may be NULL) */
 	memcpy(r->buf + off, p, first);
 	memcpy(r->buf, (const char *)p + first, n - first);
 }

@@ -34,6 +34,9 @@
 #define RESERVE    256        /* room always kept for an abort record */
 #define DONE_SIZE  4096       /* verdicts in flight per worker */
 #define DATA_CHUNK 65536
+/* envelope octets kept per message for the index (1000 RCPTs of 60
+ * octets); with a HELO and the facts a record stays under DATA_CHUNK */
+#define CAPTURE_ENV_MAX 61440
 
 enum { REC_BEGIN = 1, REC_DATA, REC_END, REC_COMMIT, REC_ABORT };
 
@@ -109,10 +112,14 @@ static void ring_copy_out(const struct cap_ring *r, uint64_t at, void *p, size_t
 	memcpy((char *)p + first, r->buf, n - first);
 }
 
-/* push - one record; false when the ring has no room (reserve kept for
- * aborts unless this is one). */
-static bool push(struct cap_ring *r, uint32_t type, uint64_t id, const void *p, size_t n)
+/* pushv - one record whose payload is the parts p[0..np-1]; false when the
+ * ring has no room (reserve kept for aborts unless this is one). */
+static bool pushv(struct cap_ring *r, uint32_t type, uint64_t id, const void *const *p,
+                  const size_t *len, int np)
 {
+	size_t n = 0;
+	for (int i = 0; i < np; i++)
+		n += len[i];
 	struct rec h = {type, (uint32_t)n, id};
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
 	bool was_empty = head == atomic_load_explicit(&r->tail, memory_order_acquire);
@@ -120,13 +127,22 @@ static bool push(struct cap_ring *r, uint32_t type, uint64_t id, const void *p, 
 	if (ring_free(r) < sizeof(h) + n + (type == REC_ABORT ? 0 : RESERVE))
 		return false;
 	ring_copy_in(r, head, &h, sizeof(h));
-	ring_copy_in(r, head + sizeof(h), p, n);
+	uint64_t at = head + sizeof(h);
+	for (int i = 0; i < np; i++) {
+		ring_copy_in(r, at, p[i], len[i]);
+		at += len[i];
+	}
 	atomic_store_explicit(&r->head, head + sizeof(h) + n, memory_order_release);
 	if (was_empty) {
 		uint64_t one = 1;
 		(void)!write(cap.kick, &one, sizeof(one));
 	}
 	return true;
+}
+
+static bool push(struct cap_ring *r, uint32_t type, uint64_t id, const void *p, size_t n)
+{
+	return pushv(r, type, id, &p, &n, 1);
 }
 
 /* cap_abort - tell the writer a message will not be finished, so it closes
@@ -209,44 +225,39 @@ void capture_content(struct conn *c, const char *p, size_t n)
 	}
 }
 
-/* index_entry - the message's JSON line without "file" (the writer names
- * it): time, client, HELO, envelope, size, TLS and AUTH facts. */
-static char *index_entry(struct conn *c)
+/* The index facts of a message, sent with its end (or commit) record; the
+ * writer thread turns them into the JSON line, so a worker does no JSON and
+ * no allocation per message. */
+struct facts {
+	int64_t sec;
+	uint32_t usec;
+	uint32_t env_len;
+	uint64_t size;
+	uint32_t rcpts_omitted;
+	uint16_t helo_len;
+	uint8_t family, tls, auth;
+	uint8_t ip[16];
+};
+
+static bool push_facts(struct conn *c, uint32_t type)
 {
-	json_t *o = json_object(), *rcpts = json_array();
+	struct facts f = {0};
 	struct timeval tv;
-	char t[64], client[80] = "";
-	const char *p = c->env ? c->env : "";
 
 	gettimeofday(&tv, NULL);
-	strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%S", gmtime(&tv.tv_sec));
-	snprintf(t + strlen(t), sizeof(t) - strlen(t), ".%06ldZ", (long)tv.tv_usec);
-	if (c->fip.family == 4)
-		snprintf(client, sizeof(client), "%u.%u.%u.%u", c->fip.b[0], c->fip.b[1],
-		         c->fip.b[2], c->fip.b[3]);
-	else if (c->fip.family == 6)
-		inet_ntop(AF_INET6, c->fip.b, client, sizeof(client));
-	json_object_set_new(o, "time", json_string(t));
-	json_object_set_new(o, "client", *client ? json_string(client) : json_null());
-	json_object_set_new(o, "helo",
-	                    c->sess.f_helo_len ? json_stringn(c->sess.f_helo, c->sess.f_helo_len)
-	                                       : json_null());
-	/* env holds "M<from>\0R<rcpt>\0R<rcpt>\0..." */
-	for (size_t i = 0; i < c->env_len;) {
-		size_t n = strlen(p + i);
-		if (p[i] == 'M')
-			json_object_set_new(o, "mail_from", json_stringn(p + i + 1, n - 1));
-		else
-			json_array_append_new(rcpts, json_stringn(p + i + 1, n - 1));
-		i += n + 1;
-	}
-	json_object_set_new(o, "rcpt_to", rcpts);
-	json_object_set_new(o, "size", json_integer((json_int_t)c->cap_size));
-	json_object_set_new(o, "tls", json_boolean(c->tls != NULL));
-	json_object_set_new(o, "auth", json_boolean(c->sess.authed));
-	char *s = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	return s;
+	f.sec = tv.tv_sec;
+	f.usec = (uint32_t)tv.tv_usec;
+	f.env_len = (uint32_t)c->env_len;
+	f.size = c->cap_size;
+	f.rcpts_omitted = c->env_omitted;
+	f.helo_len = c->sess.f_helo_len;
+	f.family = c->fip.family;
+	memcpy(f.ip, c->fip.b, sizeof(f.ip));
+	f.tls = c->tls != NULL;
+	f.auth = c->sess.authed;
+	const void *parts[] = {&f, c->sess.f_helo, c->env};
+	size_t lens[] = {sizeof(f), f.helo_len, f.env_len};
+	return pushv(ring_of(c), type, c->cap_id, parts, lens, 3);
 }
 
 /* capture_commit - --capture-strict: before the 250.  0 OK, 1 wait (the
@@ -267,10 +278,7 @@ int capture_commit(struct conn *c)
 		c->cap_id = 0;
 		return SESS_COMMIT_FAIL;
 	}
-	char *entry = index_entry(c);
-	bool ok = entry && push(ring_of(c), REC_COMMIT, c->cap_id, entry, strlen(entry));
-	free(entry);
-	if (!ok) {
+	if (!push_facts(c, REC_COMMIT)) {
 		c->w->st.capture_dropped++;
 		cap_abort(ring_of(c), c->cap_id);
 		c->cap_id = 0;
@@ -295,12 +303,10 @@ void capture_end(struct conn *c, bool accepted)
 		c->cap_id = 0;
 		return;
 	}
-	char *entry = index_entry(c);
-	if (!entry || !push(r, REC_END, c->cap_id, entry, strlen(entry))) {
+	if (!push_facts(c, REC_END)) {
 		c->w->st.capture_dropped++;
 		cap_abort(r, c->cap_id);
 	}
-	free(entry);
 	c->cap_id = 0;
 }
 
@@ -309,7 +315,13 @@ void capture_end(struct conn *c, bool accepted)
 void capture_envelope(struct conn *c, char kind, const char *addr, size_t n)
 {
 	if (kind == 'M')
-		c->env_len = 0;
+		c->env_len = c->env_omitted = 0;
+	if (c->env_len + n + 2 > CAPTURE_ENV_MAX) {
+		/* bounded per connection whatever --max-rcpt allows; the index
+		 * says how many were left out */
+		c->env_omitted++;
+		return;
+	}
 	if (c->env_len + n + 2 > c->env_cap) {
 		size_t ncap = c->env_cap ? c->env_cap * 2 : 512;
 		while (ncap < c->env_len + n + 2)
@@ -394,7 +406,59 @@ static void verdict(struct server *srv, uint64_t id, bool ok)
 }
 
 /* finish - rename into new/ and index the message; false on failure. */
-static bool finish(struct wmsg *m, const char *entry, size_t n)
+/* index_line - the message's JSON line from the facts its worker sent:
+ * file, time, client, HELO, envelope, size, TLS and AUTH. */
+static char *index_line(const struct wmsg *m, const char *p, size_t n)
+{
+	struct facts f;
+	struct tm tm;
+	char t[64], client[INET6_ADDRSTRLEN] = "";
+
+	if (n < sizeof(f))
+		return NULL;
+	memcpy(&f, p, sizeof(f));
+	if (sizeof(f) + f.helo_len + f.env_len != n)
+		return NULL;
+	const char *helo = p + sizeof(f), *env = helo + f.helo_len, *end = env + f.env_len;
+	time_t sec = (time_t)f.sec;
+	gmtime_r(&sec, &tm);
+	strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(t + strlen(t), sizeof(t) - strlen(t), ".%06uZ", (unsigned)f.usec);
+	if (f.family == 4)
+		inet_ntop(AF_INET, f.ip, client, sizeof(client));
+	else if (f.family == 6)
+		inet_ntop(AF_INET6, f.ip, client, sizeof(client));
+
+	json_t *o = json_object(), *rcpts = json_array();
+	json_object_set_new(o, "file", json_string(m->name));
+	json_object_set_new(o, "time", json_string(t));
+	json_object_set_new(o, "client", *client ? json_string(client) : json_null());
+	json_object_set_new(o, "helo", f.helo_len ? json_stringn(helo, f.helo_len) : json_null());
+	json_object_set_new(o, "mail_from", json_null());
+	/* env holds "M<from>\0R<rcpt>\0R<rcpt>\0..." */
+	for (const char *q = env; q < end;) {
+		const char *z = memchr(q, 0, (size_t)(end - q));
+		if (!z)
+			break;
+		if (*q == 'M')
+			json_object_set_new(o, "mail_from",
+			                    json_stringn(q + 1, (size_t)(z - q - 1)));
+		else
+			json_array_append_new(rcpts, json_stringn(q + 1, (size_t)(z - q - 1)));
+		q = z + 1;
+	}
+	json_object_set_new(o, "rcpt_to", rcpts);
+	if (f.rcpts_omitted)
+		json_object_set_new(o, "rcpt_to_omitted", json_integer(f.rcpts_omitted));
+	json_object_set_new(o, "size", json_integer((json_int_t)f.size));
+	json_object_set_new(o, "tls", json_boolean(f.tls));
+	json_object_set_new(o, "auth", json_boolean(f.auth));
+	char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	return line;
+}
+
+static bool finish(struct wmsg *m, const char *facts, size_t n)
 {
 	char from[4200], to[4200];
 	const struct server_cfg *cfg = &cap.srv->cfg;
@@ -425,21 +489,15 @@ static bool finish(struct wmsg *m, const char *entry, size_t n)
 		unlink(access(to, F_OK) ? from : to);
 		return false;
 	}
-	json_error_t je;
-	json_t *o = json_loadb(entry, n, 0, &je);
-	if (o) {
-		json_object_set_new(o, "file", json_string(m->name));
-		char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-		json_decref(o);
-		if (!line || fprintf(cap.index, "%s\n", line) < 0 || fflush(cap.index) ||
-		    (durable && fdatasync(fileno(cap.index)))) {
-			free(line);
-			wfail(m);
-			unlink(to); /* not indexed: not delivered */
-			return false;
-		}
+	char *line = index_line(m, facts, n);
+	if (!line || fprintf(cap.index, "%s\n", line) < 0 || fflush(cap.index) ||
+	    (durable && fdatasync(fileno(cap.index)))) {
 		free(line);
+		wfail(m);
+		unlink(to); /* not indexed: not delivered */
+		return false;
 	}
+	free(line);
 	atomic_fetch_add(&cap.srv->captured, 1);
 	return true;
 }
@@ -520,8 +578,10 @@ static void *writer_main(void *arg)
 			while (t != h) {
 				struct rec rh;
 				ring_copy_out(r, t, &rh, sizeof(rh));
+				/* records are bounded by construction: DATA chunks by
+				 * DATA_CHUNK, facts by CAPTURE_ENV_MAX + a HELO */
 				if (rh.len > DATA_CHUNK + 65536)
-					rh.len = 0; /* cannot happen: records are bounded */
+					abort();
 				ring_copy_out(r, t + sizeof(rh), scratch, rh.len);
 				handle(srv, &rh, scratch);
 				t += sizeof(rh) + rh.len;

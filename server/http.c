@@ -248,14 +248,15 @@ static void metrics(struct server *srv, struct text *t)
 	if (srv->cfg.capture_dir) {
 		metric(t, "smtpsink_capture_messages_total", "counter",
 		       "Accepted messages by what --capture did with them.");
-		tprintf(t,
-		        "smtpsink_capture_messages_total{result=\"stored\"} %llu\n"
-		        "smtpsink_capture_messages_total{result=\"dropped\"} %llu\n"
-		        "smtpsink_capture_messages_total{result=\"skipped\"} %llu\n",
-		        (unsigned long long)atomic_load(&srv->captured),
-		        (unsigned long long)(st.capture_dropped +
-		                             atomic_load(&srv->capture_write_errors)),
-		        (unsigned long long)(st.capture_skipped + atomic_load(&srv->capture_over_max)));
+		tprintf(
+		    t,
+		    "smtpsink_capture_messages_total{result=\"stored\"} %llu\n"
+		    "smtpsink_capture_messages_total{result=\"dropped\"} %llu\n"
+		    "smtpsink_capture_messages_total{result=\"skipped\"} %llu\n",
+		    (unsigned long long)atomic_load(&srv->captured),
+		    (unsigned long long)(st.capture_dropped +
+		                         atomic_load(&srv->capture_write_errors)),
+		    (unsigned long long)(st.capture_skipped + atomic_load(&srv->capture_over_max)));
 	}
 	counter(t, "smtpsink_idle_timeouts_total", "Sessions ended by --idle-timeout (421 4.4.2).",
 	        s->timeouts);

@@ -326,7 +326,9 @@ int main(int argc, char **argv)
 			announced = true;
 			if (!cfg->quiet)
 				fprintf(stderr, "%s: %s, stopping (signal again to force)\n", prog,
-				        srv.stop_reason ? srv.stop_reason : "stop");
+				        atomic_load(&srv.stop_reason)
+				            ? atomic_load(&srv.stop_reason)
+				            : "stop");
 		}
 		if (phase == 0 && cfg->max_runtime_ns && now >= srv.start_ns + cfg->max_runtime_ns)
 			server_stop(&srv, 1, "--max-runtime reached");

@@ -281,6 +281,7 @@ struct conn {
 	struct conn *cap_next; /* in w->capwait */
 	char *env;             /* envelope for the index: "Mfrom\0Rrcpt\0..." */
 	size_t env_len, env_cap;
+	uint32_t env_omitted; /* RCPTs past CAPTURE_ENV_MAX: counted, not listed */
 	uint8_t tls_notified; /* close_notify queued */
 	struct tls_conn *tls; /* NULL: plaintext */
 	/* Input the session could not take yet (reply backpressure), copied out
@@ -314,7 +315,7 @@ struct server {
 	 * and read after it is seen (acquire). */
 	atomic_int stop_phase;
 	atomic_uint_fast64_t drain_deadline_ns;
-	const char *stop_reason;            /* written once, by whoever stopped */
+	const char *_Atomic stop_reason;    /* written once, by whoever stopped */
 	atomic_uint_fast64_t conns;         /* open connections, all workers */
 	atomic_uint_fast64_t conns_peak;    /* high-water mark of conns */
 	atomic_uint_fast64_t total_msgs;    /* only maintained with --exit-after */

@@ -238,8 +238,8 @@ json_t *stats_report(struct server *srv, const struct server_stats *t, double se
 	json_object_set_new(root, "seconds", json_real(secs));
 	json_object_set_new(root, "cpu_seconds", json_real(cpu_seconds()));
 	json_object_set_new(root, "max_rss_kib", json_integer(max_rss_kib()));
-	json_object_set_new(root, "stop_reason",
-	                    srv->stop_reason ? json_string(srv->stop_reason) : json_null());
+	const char *why = atomic_load_explicit(&srv->stop_reason, memory_order_relaxed);
+	json_object_set_new(root, "stop_reason", why ? json_string(why) : json_null());
 	json_object_set_new(root, "counters", ctr);
 	if (srv->cfg.sess.faults)
 		json_object_set_new(root, "faults", faults_report(srv));

@@ -108,7 +108,7 @@ void server_stop(struct server *srv, int phase, const char *why)
 		uint64_t dl = atomic_load_explicit(&srv->drain_deadline_ns, memory_order_relaxed);
 		if (cur == 0) {
 			dl = now + srv->cfg.drain_timeout_ns;
-			srv->stop_reason = why;
+			atomic_store_explicit(&srv->stop_reason, why, memory_order_relaxed);
 		}
 		if (phase >= 2 && dl > now)
 			dl = now;

@@ -118,6 +118,25 @@ class Capture(unittest.TestCase):
                                capture_output=True, timeout=10)
             self.assertEqual(r.stdout, b"404")
 
+    def test_index_bounds_many_recipients(self):
+        # the index keeps at most 60 KiB of envelope per message, whatever
+        # --max-rcpt allows; the rest is counted
+        d = self.capdir("many")
+        rcpts = ["r%04d-%s@example.test" % (i, "x" * 40) for i in range(1200)]
+        with Sink(["--capture", d, "--max-rcpt", "5000"]) as s:
+            c = smtplib.SMTP("127.0.0.1", s.port, timeout=30 * SLOW)
+            c.sendmail("a@b.test", rcpts, b"Subject: many\r\n\r\nx\r\n")
+            c.quit()
+            s.stop()
+        files, index = stored(d)
+        self.assertEqual(len(index), 1)
+        e = index[0]
+        self.assertEqual(e["rcpt_to"], rcpts[:len(e["rcpt_to"])])
+        self.assertGreater(len(e["rcpt_to"]), 900)
+        self.assertEqual(len(e["rcpt_to"]) + e["rcpt_to_omitted"], 1200)
+        self.assertEqual(e["mail_from"], "a@b.test")
+        self.assertEqual(e["file"], list(files)[0])
+
     def test_hangup_mid_data_leaves_nothing(self):
         # clients that hang up (or reset) inside DATA: their files are
         # removed at once, not held open by the writer until shutdown

@@ -739,3 +739,34 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 	cfg->sess.starttls = tls;
 	cfg->sess.hostname = cfg->hostname;
 }
+
+/* file_slurp - a whole file, NUL-terminated (for --fault-file and the
+ * captured messages /api/v1 serves), or NULL with errno set. */
+char *file_slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *p = NULL;
+	size_t cap = 0, n = 0;
+
+	if (!f)
+		return NULL;
+	for (;;) {
+		if (n + 4096 + 1 > cap) {
+			char *q = realloc(p, cap = cap ? cap * 2 : 8192);
+			if (!q) {
+				free(p);
+				fclose(f);
+				return NULL;
+			}
+			p = q;
+		}
+		size_t k = fread(p + n, 1, cap - n - 1, f);
+		n += k;
+		if (k == 0)
+			break;
+	}
+	fclose(f);
+	p[n] = 0;
+	*len = n;
+	return p;
+}

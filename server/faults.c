@@ -15,36 +15,6 @@
 
 #include "server.h"
 
-/* read_file - a --fault-file's contents (NUL-terminated), or NULL. */
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *p = NULL;
-	size_t cap = 0, n = 0;
-
-	if (!f)
-		return NULL;
-	for (;;) {
-		if (n + 4096 + 1 > cap) {
-			char *q = realloc(p, cap = cap ? cap * 2 : 8192);
-			if (!q) {
-				free(p);
-				fclose(f);
-				return NULL;
-			}
-			p = q;
-		}
-		size_t k = fread(p + n, 1, cap - n - 1, f);
-		n += k;
-		if (k == 0)
-			break;
-	}
-	fclose(f);
-	p[n] = 0;
-	*len = n;
-	return p;
-}
-
 /* build - a plan from the options' rules (files read now). */
 static struct fault_plan *build(struct server *srv, char *err, size_t errlen)
 {
@@ -65,7 +35,7 @@ static struct fault_plan *build(struct server *srv, char *err, size_t errlen)
 	}
 	for (int i = 0; i < cfg->nfault_files; i++) {
 		size_t len;
-		char *text = read_file(cfg->fault_files[i], &len);
+		char *text = file_slurp(cfg->fault_files[i], &len);
 		if (!text) {
 			snprintf(err, errlen, "cannot read --fault-file %s: %s",
 			         cfg->fault_files[i], strerror(errno));

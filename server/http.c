@@ -304,35 +304,6 @@ static enum MHD_Result respond_text(struct MHD_Connection *con, unsigned status,
 	return respond(con, status, "text/plain; charset=utf-8", strdup(s), strlen(s));
 }
 
-/* slurp - a whole file, or NULL. */
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *p = NULL;
-	size_t cap = 0, n = 0;
-
-	if (!f)
-		return NULL;
-	for (;;) {
-		if (n + 65536 > cap) {
-			char *q = realloc(p, cap = cap ? cap * 2 : 131072);
-			if (!q) {
-				free(p);
-				fclose(f);
-				return NULL;
-			}
-			p = q;
-		}
-		size_t k = fread(p + n, 1, cap - n, f);
-		n += k;
-		if (!k)
-			break;
-	}
-	fclose(f);
-	*len = n;
-	return p;
-}
-
 /* messages - GET /api/v1/messages (the capture index as a JSON array) and
  * /api/v1/messages/NAME (the stored message, byte-exact). */
 static enum MHD_Result messages(struct MHD_Connection *con, const char *rest)
@@ -346,7 +317,7 @@ static enum MHD_Result messages(struct MHD_Connection *con, const char *rest)
 	if (!*rest) {
 		json_t *arr = json_array();
 		snprintf(path, sizeof(path), "%s/index.jsonl", dir);
-		char *text = slurp(path, &len);
+		char *text = file_slurp(path, &len);
 		for (size_t i = 0; text && i < len;) {
 			char *nl = memchr(text + i, '\n', len - i);
 			size_t n = nl ? (size_t)(nl - (text + i)) : len - i;
@@ -364,7 +335,7 @@ static enum MHD_Result messages(struct MHD_Connection *con, const char *rest)
 	if (*rest != '/' || !rest[1] || rest[1] == '.' || strchr(rest + 1, '/'))
 		return respond_text(con, MHD_HTTP_NOT_FOUND, "not found\n");
 	snprintf(path, sizeof(path), "%s/new/%s", dir, rest + 1);
-	char *body = slurp(path, &len);
+	char *body = file_slurp(path, &len);
 	if (!body)
 		return respond_text(con, MHD_HTTP_NOT_FOUND, "not found\n");
 	return respond(con, MHD_HTTP_OK, "message/rfc822", body, len);

@@ -433,6 +433,7 @@ extern const char *prog;
 __attribute__((format(printf, 1, 2), noreturn)) void usage_error(const char *fmt, ...);
 __attribute__((format(printf, 1, 2), noreturn)) void die(const char *fmt, ...);
 void cfg_parse(struct server_cfg *cfg, int argc, char **argv);
+char *file_slurp(const char *path, size_t *len); /* whole file, NUL-terminated */
 
 /* Backends. */
 int uring_start(struct server *srv);

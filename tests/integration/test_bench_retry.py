@@ -177,6 +177,27 @@ class Retry(unittest.TestCase):
                 self.assertEqual((v["ok"], v["duplicate"]), (100, 0))
                 self.check_invariants(rep)
 
+    def test_greylisting_is_passed_by_retrying(self):
+        """What greylisting is for (RFC 6647): every first attempt of a new
+        (client, sender, recipient) gets 451 at RCPT, a retry after the
+        greylist time passes."""
+        for be in BACKENDS:
+            with self.subTest(backend=be), Sink(["--verify", "--greylist", "1s"],
+                                                backend=be) as s:
+                rc, rep, err, took = bench(s.port, be, "--sessions", "4", "--threads", "2",
+                                           "--messages", "20", "--retry", "2",
+                                           "--retry-delay", "1.2s")
+                s.stop()
+                self.assertEqual(rc, 0, err)
+                m, r = rep["messages"], rep["retries"]
+                self.assertEqual(s.counters()["greylisted"], 20)  # {n}: a new triplet each
+                self.assertEqual(r["attempt_failed_by"]["4xx"], s.counters()["greylisted"])
+                self.assertEqual(rep["replies"]["rcpt"]["4xx"], 20)
+                self.assertEqual((m["delivered"], r["sent"], r["recovered"]), (20, 20, 20))
+                self.assertGreaterEqual(took, 1.2)
+                self.assertEqual(s.summary["verify"]["ok"], 20)
+                self.check_invariants(rep)
+
     def test_retry_0_is_todays_behaviour(self):
         """Without --retry and with --retry 0 a transient failure is final,
         and both runs count exactly alike."""

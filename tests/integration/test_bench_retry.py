@@ -220,6 +220,9 @@ class Retry(unittest.TestCase):
                     self.assertEqual(rep["options"]["retry"], 0)
                     self.assertEqual(rep["options"]["retry_queue"], 0)
                     self.assertNotIn("retries", err)  # text report unchanged
+                    # one attempt per delivery: the delivery histogram is the message one
+                    self.assertEqual(rep["histograms"]["delivery"],
+                                     rep["histograms"]["message"])
                     self.assertEqual(s.counters()["messages"], 90)
                     reps.append(rep)
             for key in ("messages", "connections", "replies", "retries"):

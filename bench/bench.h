@@ -10,6 +10,8 @@
  *   tls.c       the TLS layer between backend and client core: OpenSSL on
  *               memory BIOs, ciphertext to and from the backend, plaintext
  *               to and from the client core; absent on plaintext sessions
+ *   retryq.c    per-thread retry queue (--retry): a bounded min-heap on due
+ *               time, pure code
  *   report.c    text report, JSON report (jansson), merge
  */
 #ifndef SINK_BENCH_H
@@ -28,6 +30,7 @@
 #include "sink/pace.h"
 #include "sink/stamp.h"
 #include "sink/uring.h"
+#include "retryq.h"
 
 #define BENCH_MAX_TARGETS  16
 #define BENCH_MAX_SIZES    16
@@ -77,6 +80,9 @@ struct bench_cfg {
 	uint64_t timeout_ns;
 	uint64_t stall_ns;     /* no progress this long after a failure: stop */
 	uint32_t max_attempts; /* consecutive failed attempts before a session gives up */
+	uint32_t retry;        /* --retry: attempts after the first for a transient failure */
+	uint64_t retry_delay_ns;
+	uint64_t retry_queue; /* --retry-queue: entries in all threads, 0 = default */
 	const char *json_path;
 	FILE *json; /* opened before the run so a bad path fails early */
 	bool quiet;
@@ -117,6 +123,19 @@ struct bench_stats {
 	uint64_t conn_closed_early;     /* ended abnormally after some progress */
 	uint64_t gave_up;               /* sessions retired after max_attempts */
 	uint64_t tls_full, tls_resumed; /* TLS handshakes completed, by kind */
+	/* --retry.  messages.* above are final outcomes, one per message;
+	 * these count attempts and what became of the transient failures */
+	uint64_t retry_sent;         /* retry attempts begun */
+	uint64_t retry_first_failed; /* messages whose first attempt failed transiently */
+	uint64_t retry_recovered;    /* delivered or partial after >= 1 retry */
+	uint64_t retry_exhausted;    /* transient failure with no retry left */
+	uint64_t retry_queue_full;   /* transient failure that found the queue full */
+	uint64_t retry_aborted;      /* still queued when the run ended */
+	uint64_t attempt_failed_by[CLIENT_FAIL_N]; /* every failed attempt, by class */
+	/* connections that ended abnormally because a message attempt failed
+	 * and was queued again (421, drop, timeout): not a failure of the run
+	 * once that message recovers (exit status only, not reported) */
+	uint64_t conn_retried;
 	struct bench_names tls_versions, tls_ciphers;
 	struct client_stats replies;             /* and the AUTH counts */
 	struct hist connect;                     /* connect() -> 220 */
@@ -124,12 +143,14 @@ struct bench_stats {
 	struct hist msg_raw;                     /* actual MAIL write -> final reply */
 	struct hist cmd;                         /* write -> first reply of that round trip */
 	struct hist tls_hs_full, tls_hs_resumed; /* connect() -> TLS established */
+	struct hist delivery; /* first attempt's intended start -> final success */
 };
 
 struct bench_live { /* published by the thread every 100 ms, read by main */
 	uint64_t delivered, bytes, errors, sessions, p99_ns;
-	uint64_t last_progress_ns; /* last definite message reply */
-	uint64_t stall_since_ns;   /* first failure since then, 0 if none */
+	uint64_t retries, retry_waiting; /* retry attempts begun, queued now */
+	uint64_t last_progress_ns;       /* last definite message reply */
+	uint64_t stall_since_ns;         /* first failure since then, 0 if none */
 };
 
 struct bench_thread {
@@ -137,8 +158,9 @@ struct bench_thread {
 	int id;
 	pthread_t th;
 	uint32_t nsess;
-	uint64_t quota; /* messages this thread may start (messages mode) */
-	double rate;    /* this thread's share */
+	uint64_t quota;     /* messages this thread may start (messages mode) */
+	uint32_t retry_cap; /* its retry queue's entries (--retry) */
+	double rate;        /* this thread's share */
 	struct bench_stats st;
 	struct bench_live live;
 	struct hist interval; /* for the live p99, reset each second */
@@ -172,11 +194,15 @@ struct csess {
 	uint8_t progress; /* this connection got a definite message reply */
 	uint8_t want_close;
 	uint8_t established;
-	uint8_t send_busy; /* io_uring: a sendmsg in flight */
+	uint8_t send_busy;    /* io_uring: a sendmsg in flight */
+	uint8_t end_by_retry; /* the connection ends with a message queued again */
+	uint16_t attempt;     /* attempts of the current message before this one */
 	int target;
 	uint64_t deadline; /* reply/connect deadline, or end of back-off */
 	uint64_t t_connect, t_intended, t_start, t_rt;
-	uint64_t msgs; /* messages started on this connection */
+	uint64_t t_first; /* intended start of the current message's first attempt */
+	uint64_t seq;     /* the current message's stamp sequence number and {n} */
+	uint64_t msgs;    /* messages started on this connection */
 	const struct body *body;
 	char stamp[STAMP_LINE_LEN];
 	struct msghdr mh; /* io_uring: snapshot of the output being sent */
@@ -220,7 +246,8 @@ struct loop {
 	uint64_t seq_next;
 	struct pace pace;       /* open loop: intended start times */
 	uint64_t next_sched_ns; /* = pace_next(&pace), cached */
-	uint64_t started;       /* messages started */
+	uint64_t started;       /* messages started (first attempts) */
+	struct retryq rq;       /* --retry: messages waiting for their next attempt */
 	uint32_t open;          /* sessions not yet D_DONE */
 	uint32_t rr;
 	uint64_t last_progress, stall_since;

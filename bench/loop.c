@@ -21,6 +21,18 @@
  * on without progress for the stall deadline.  Every connect, first or
  * again, waits for a --connect-rate slot.
  *
+ * Retries (--retry N, as an MTA's deferred queue; RFC 5321 4.5.4.1): a
+ * message whose attempt failed transiently (client_retryable(): 4xx,
+ * dropped, timeout) goes to the thread's queue (retryq.c) with a due time
+ * --retry-delay ahead, at most N times; it has no outcome until an attempt
+ * is final.  A session slot that is free takes a due retry before it starts
+ * a new message - at the end of a message, or at the 10 ms tick when idle -
+ * so no slot waits out a delay: its connection carries on with other mail,
+ * and a retry may go out on any connection.  A retry is the same message:
+ * same stamp sequence number, envelope and body.  --messages waits for the
+ * queue to empty; --duration stops taking retries at its end, and what is
+ * still queued then fails as aborted.
+ *
  * TLS (tls.c) sits between the backend and the client core when the core
  * asks for it (CLIENT_ACT_TLS): received bytes go through tls_input(), the
  * core's output through tls_pump(), and the backend sends drv_out(); a
@@ -58,8 +70,8 @@ static bool stopping(const struct loop *L)
 	return atomic_load_explicit(&L->b->stop, memory_order_relaxed) != 0;
 }
 
-/* more_work - may this thread still start messages (now or later)? */
-static bool more_work(const struct loop *L, uint64_t now)
+/* new_work - may this thread still start new messages (now or later)? */
+static bool new_work(const struct loop *L, uint64_t now)
 {
 	const struct bench_cfg *c = &L->b->cfg;
 
@@ -70,12 +82,31 @@ static bool more_work(const struct loop *L, uint64_t now)
 	return now < L->b->start_ns + c->duration_ns;
 }
 
-/* may_start - can a message begin right now? */
+/* more_work - is anything left to send, now or later: new messages or,
+ * with --messages, retries waiting (a --duration run ends at its end) */
+static bool more_work(const struct loop *L, uint64_t now)
+{
+	if (new_work(L, now))
+		return true;
+	return L->rq.n && L->b->cfg.messages && !stopping(L);
+}
+
+/* may_start - can a new message begin right now? */
 static bool may_start(const struct loop *L, uint64_t now)
 {
-	if (!more_work(L, now))
+	if (!new_work(L, now))
 		return false;
 	return !(L->t->rate > 0 && now < L->next_sched_ns);
+}
+
+/* retry_due - is a retry due, and may it still be sent? */
+static bool retry_due(const struct loop *L, uint64_t now)
+{
+	const struct bench_cfg *c = &L->b->cfg;
+
+	if (retryq_next_due(&L->rq) > now || stopping(L))
+		return false;
+	return c->messages || now < L->b->start_ns + c->duration_ns;
 }
 
 static const struct body *pick_body(struct loop *L)
@@ -121,6 +152,7 @@ static void start_connect(struct loop *L, struct csess *s, uint64_t now)
 	s->want_close = 0;
 	s->msgs = 0;
 	s->send_busy = 0;
+	s->end_by_retry = 0;
 	L->t->st.conn_attempts++;
 	s->fd =
 	    socket(c->target[s->target].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -188,8 +220,24 @@ static void stalled(struct loop *L, uint64_t now)
 		L->stall_since = now;
 }
 
-/* account - the message in progress on s has its one result. */
-static void account(struct loop *L, struct csess *s, uint64_t now)
+/* requeue - the failed attempt on s will be tried again after the delay;
+ * false when the queue is full. */
+static bool requeue(struct loop *L, const struct csess *s, uint64_t now)
+{
+	const struct bench_cfg *c = &L->b->cfg;
+	struct retry_ent e = {.due = now + c->retry_delay_ns,
+	                      .seq = s->seq,
+	                      .t_first = s->t_first,
+	                      .body = (uint16_t)(s->body - c->bodies),
+	                      .attempts = (uint16_t)(s->attempt + 1)};
+
+	return retryq_push(&L->rq, &e);
+}
+
+/* account - an attempt of the message in progress on s has its result;
+ * returns true when the message was queued for another attempt (it has no
+ * outcome yet), false when this is its one final outcome. */
+static bool account(struct loop *L, struct csess *s, uint64_t now)
 {
 	const struct client_result *r = &s->cl.res;
 	struct bench_stats *st = &L->t->st;
@@ -203,25 +251,43 @@ static void account(struct loop *L, struct csess *s, uint64_t now)
 	}
 	if (r->outcome == CLIENT_FAILED) {
 		char what[32];
-		st->failed++;
-		st->failed_by[r->fail]++;
 		snprintf(what, sizeof(what), "message, %s", client_cmd_name(r->cmd));
 		note_error(L, r->fail, what, r->text);
-		return;
+		st->attempt_failed_by[r->fail]++;
+		if (client_retryable(r)) {
+			if (!s->attempt)
+				st->retry_first_failed++;
+			if (s->attempt >= b->cfg.retry)
+				st->retry_exhausted++; /* with --retry 0: every transient failure */
+			else if (requeue(L, s, now))
+				return true;
+			else
+				st->retry_queue_full++;
+		}
+		st->failed++;
+		st->failed_by[r->fail]++;
+		return false;
 	}
 	uint64_t octets = STAMP_LINE_LEN + s->body->size;
 	if (r->outcome == CLIENT_DELIVERED)
 		st->delivered++;
 	else
 		st->partial++;
+	if (s->attempt)
+		st->retry_recovered++;
 	st->bytes += octets;
-	if (s->t_intended >= b->start_ns) {
+	/* a message belongs to the window its first attempt was meant to
+	 * start in: retries neither add to nor move the measured count */
+	if (s->t_first >= b->start_ns) {
 		st->measured++;
 		st->measured_bytes += octets;
 		hist_record(&st->msg, now - s->t_intended);
 		hist_record(&st->msg_raw, now - s->t_start);
+		if (b->cfg.retry) /* without retries it is msg: copied at the end */
+			hist_record(&st->delivery, now - s->t_first);
 		hist_record(&L->t->interval, now - s->t_intended);
 	}
+	return false;
 }
 
 static void attempt_failed(struct loop *L, struct csess *s, unsigned cls, const char *text,
@@ -285,6 +351,9 @@ static void finish_close(struct loop *L, struct csess *s, uint64_t now)
 	} else {
 		st->conn_closed_early++;
 	}
+	if (cl->fail != CLIENT_FAIL_NONE && s->end_by_retry)
+		st->conn_retried++;
+	s->end_by_retry = 0;
 	if (s->progress)
 		s->fails = 0;
 	after_close(L, s, now);
@@ -314,25 +383,24 @@ static void kick(struct loop *L, struct csess *s, uint64_t now)
 	L->io->send(L, s);
 }
 
-static unsigned begin_message(struct loop *L, struct csess *s, uint64_t now)
+/* begin_attempt - send message seq on s: attempt number `attempt` (0 =
+ * first), meant to start at t_intended, first meant to start at t_first. */
+static unsigned begin_attempt(struct loop *L, struct csess *s, uint64_t seq,
+                              const struct body *body, uint64_t t_intended, uint64_t t_first,
+                              uint16_t attempt, uint64_t now)
 {
 	const struct bench_cfg *c = &L->b->cfg;
-	struct bench_thread *t = L->t;
-	const struct body *body = pick_body(L);
 	struct client_msg m;
-	uint64_t seq = ((uint64_t)t->id << 40) | L->seq_next++;
 
-	L->started++;
-	t->st.attempted++;
 	s->msgs++;
 	s->body = body;
-	if (t->rate > 0) {
-		s->t_intended = pace_take(&L->pace);
-		L->next_sched_ns = pace_next(&L->pace);
-	} else {
-		s->t_intended = now;
-	}
+	s->seq = seq;
+	s->attempt = attempt;
+	s->t_intended = t_intended;
+	s->t_first = t_first;
 	s->t_start = now;
+	/* the same seq and body give the same stamp line: a retry is the same
+	 * message to smtpsink --verify, a duplicate only if it arrives twice */
 	stamp_format(s->stamp, c->run_id, seq, body->hash);
 	m = (struct client_msg){.n = seq,
 	                        .stamp = s->stamp,
@@ -344,13 +412,47 @@ static unsigned begin_message(struct loop *L, struct csess *s, uint64_t now)
 	return client_begin(&s->cl, &m);
 }
 
-/* next - s is idle in a session: start a message, wait, or QUIT. */
+static unsigned begin_message(struct loop *L, struct csess *s, uint64_t now)
+{
+	struct bench_thread *t = L->t;
+	const struct body *body = pick_body(L);
+	uint64_t seq = ((uint64_t)t->id << 40) | L->seq_next++;
+	uint64_t intended = now;
+
+	L->started++;
+	t->st.attempted++;
+	if (t->rate > 0) {
+		intended = pace_take(&L->pace);
+		L->next_sched_ns = pace_next(&L->pace);
+	}
+	return begin_attempt(L, s, seq, body, intended, intended, 0, now);
+}
+
+/* begin_retry - the earliest due retry, on s.  Open loop: the attempt's
+ * latency counts from its due time, like a schedule slot's, so a retry
+ * that waits for a free session has that wait in its figures; closed
+ * loop: from the MAIL write, as every message there. */
+static unsigned begin_retry(struct loop *L, struct csess *s, uint64_t now)
+{
+	struct retry_ent e;
+
+	retryq_pop(&L->rq, &e);
+	L->t->st.retry_sent++;
+	return begin_attempt(L, s, e.seq, &L->b->cfg.bodies[e.body], L->t->rate > 0 ? e.due : now,
+	                     e.t_first, e.attempts, now);
+}
+
+/* next - s is idle in a session: a due retry first (an MTA's queue runner
+ * does not let deferred mail wait behind new mail), else a new message,
+ * wait, or QUIT. */
 static unsigned next(struct loop *L, struct csess *s, uint64_t now)
 {
 	const struct bench_cfg *c = &L->b->cfg;
 
 	if (c->msgs_per_session && s->msgs >= c->msgs_per_session)
 		return client_quit(&s->cl);
+	if (retry_due(L, now))
+		return begin_retry(L, s, now);
 	if (may_start(L, now))
 		return begin_message(L, s, now);
 	if (more_work(L, now))
@@ -370,8 +472,11 @@ static void handle(struct loop *L, struct csess *s, unsigned act, uint64_t now)
 		}
 		s->deadline = now + L->b->cfg.timeout_ns;
 	}
-	if (act & CLIENT_ACT_MSG)
-		account(L, s, now);
+	/* a message queued again by the failure that ends this connection
+	 * (421, drop, timeout) makes that end part of the retry, not a
+	 * failure of its own (exit status) */
+	if ((act & CLIENT_ACT_MSG) && account(L, s, now) && (act & CLIENT_ACT_CLOSE))
+		s->end_by_retry = 1;
 	if (act & CLIENT_ACT_TLS) /* sends the ClientHello, or fails the session */
 		act |= tls_begin(L, s, now);
 	if ((act & (CLIENT_ACT_READY | CLIENT_ACT_CLOSE)) == CLIENT_ACT_READY) {
@@ -559,6 +664,8 @@ static void housekeeping(struct loop *L, uint64_t now, uint64_t *last_tick, uint
 		__atomic_store_n(&t->live.bytes, st->bytes, __ATOMIC_RELAXED);
 		__atomic_store_n(&t->live.errors, errs, __ATOMIC_RELAXED);
 		__atomic_store_n(&t->live.sessions, (uint64_t)L->open, __ATOMIC_RELAXED);
+		__atomic_store_n(&t->live.retries, st->retry_sent, __ATOMIC_RELAXED);
+		__atomic_store_n(&t->live.retry_waiting, (uint64_t)L->rq.n, __ATOMIC_RELAXED);
 		__atomic_store_n(&t->live.last_progress_ns, L->last_progress, __ATOMIC_RELAXED);
 		__atomic_store_n(&t->live.stall_since_ns, L->stall_since, __ATOMIC_RELAXED);
 		*last_live = now;
@@ -595,7 +702,12 @@ int bench_run(struct bench_thread *t)
 		L->cq = calloc(t->nsess, sizeof(*L->cq));
 		/* every session's command buffer, sized once from the configuration */
 		L->cmdbufs = malloc(cap * t->nsess);
-		ret = L->s && L->cq && L->cmdbufs ? L->io->init(L) : -ENOMEM;
+		ret = L->s && L->cq && L->cmdbufs ? 0 : -ENOMEM;
+		/* --retry: the queue is allocated once, here, never grown */
+		if (!ret && c->retry)
+			ret = retryq_init(&L->rq, t->retry_cap);
+		if (!ret)
+			ret = L->io->init(L);
 	}
 	/* No thread starts before every backend is set up: the threads start
 	 * together, and a quick thread cannot unmap its ring before a slow one
@@ -612,6 +724,7 @@ int bench_run(struct bench_thread *t)
 		free(L->s);
 		free(L->cq);
 		free(L->cmdbufs);
+		retryq_free(&L->rq);
 		free(L);
 		return ret;
 	}
@@ -645,6 +758,24 @@ int bench_run(struct bench_thread *t)
 	t->end_ns = now;
 	if (c->messages && L->started < t->quota)
 		t->st.unsent = t->quota - L->started;
+	/* --retry 0: every delivery took one attempt, so the delivery
+	 * histogram is the message histogram; one copy here saves a second
+	 * histogram update (and its cache lines) per message */
+	if (!c->retry)
+		hist_merge(&t->st.delivery, &t->st.msg);
+	/* messages still waiting for a retry have their outcome now: the run
+	 * is over (--duration, or stopped) */
+	for (struct retry_ent e; retryq_pop(&L->rq, &e);) {
+		t->st.failed++;
+		t->st.failed_by[CLIENT_FAIL_ABORTED]++;
+		t->st.retry_aborted++;
+	}
+	if (t->st.retry_aborted) {
+		char text[80];
+		snprintf(text, sizeof(text), "%llu messages still waiting for a retry",
+		         (unsigned long long)t->st.retry_aborted);
+		note_error(L, CLIENT_FAIL_ABORTED, "retry queue", text);
+	}
 	__atomic_store_n(&t->live.sessions, 0, __ATOMIC_RELAXED);
 	L->io->fini(L); /* no send can still read an obuf after this */
 	for (uint32_t i = 0; i < t->nsess; i++)
@@ -652,6 +783,7 @@ int bench_run(struct bench_thread *t)
 	free(L->s);
 	free(L->cq);
 	free(L->cmdbufs);
+	retryq_free(&L->rq);
 	free(L);
 	return 0;
 }

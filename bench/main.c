@@ -12,7 +12,9 @@
  * sessions giving up after --max-attempts failed connections, by the
  * no-progress watchdog below, or at once on SIGINT/SIGTERM.  Exit status:
  * 0 when every message was delivered, 1 when anything failed or the run
- * ended early, 2 on a usage error.
+ * ended early, 2 on a usage error.  With --retry a transient failure is
+ * tried again later (loop.c) and counts against the run only when the
+ * message's last attempt fails.
  *
  * TLS (--starttls, --tls) and AUTH (--auth-user/--auth-pass) are options of
  * the client core and the TLS layer (tls.c); the password is never printed
@@ -91,6 +93,12 @@ static void usage(void)
 	    "                           when failures go on 3 x DUR without progress\n"
 	    "      --max-attempts N     consecutive failed connections before a session\n"
 	    "                           gives up [5]\n"
+	    "      --retry N            send a message again after a transient failure\n"
+	    "                           (4xx, dropped, timeout), at most N more times [0]\n"
+	    "      --retry-delay DUR    wait before a retry; the session sends other mail\n"
+	    "                           meanwhile [1s]\n"
+	    "      --retry-queue N      messages waiting for a retry, all threads\n"
+	    "                           [sessions x 256, at least 65536 a thread]\n"
 	    "      --bind ADDR[,ADDR]   source addresses (127.x) to spread ephemeral ports\n"
 	    "      --io auto|uring|epoll  event backend; auto falls back to epoll [auto]\n"
 	    "  -j, --json FILE          full report with raw histogram counts (docs/json.md)\n"
@@ -237,6 +245,26 @@ static void build_body(struct body *b)
 
 static struct bench B;
 
+/* retry_cap - entries of thread t's retry queue: its share of
+ * --retry-queue, or 256 per session and at least 65536 (32 octets each,
+ * and only the part in use is ever touched).  With --messages a
+ * thread never has more messages waiting than it starts, so the default
+ * never needs more than its quota: then the queue cannot be full. */
+static uint32_t retry_cap(const struct bench_cfg *c, const struct bench_thread *t)
+{
+	uint64_t n;
+
+	if (c->retry_queue)
+		return (uint32_t)(c->retry_queue / (uint64_t)c->threads +
+		                  ((uint64_t)t->id < c->retry_queue % (uint64_t)c->threads));
+	n = (uint64_t)t->nsess * 256;
+	if (n < 65536)
+		n = 65536;
+	if (c->messages && t->quota < n)
+		n = t->quota ? t->quota : 1;
+	return n > (1u << 28) ? 1u << 28 : (uint32_t)n;
+}
+
 static void *thread_main(void *arg)
 {
 	struct bench_thread *t = arg;
@@ -334,7 +362,10 @@ int main(int argc, char **argv)
 		O_TLS_RESUME,
 		O_AUTH_USER,
 		O_AUTH_PASS,
-		O_AUTH_MECH
+		O_AUTH_MECH,
+		O_RETRY,
+		O_RETRY_DELAY,
+		O_RETRY_QUEUE
 	};
 	static const struct option opts[] = {
 	    {"target", required_argument, NULL, 't'},
@@ -366,6 +397,9 @@ int main(int argc, char **argv)
 	    {"auth-user", required_argument, NULL, O_AUTH_USER},
 	    {"auth-pass", required_argument, NULL, O_AUTH_PASS},
 	    {"auth-mech", required_argument, NULL, O_AUTH_MECH},
+	    {"retry", required_argument, NULL, O_RETRY},
+	    {"retry-delay", required_argument, NULL, O_RETRY_DELAY},
+	    {"retry-queue", required_argument, NULL, O_RETRY_QUEUE},
 	    {"json", required_argument, NULL, 'j'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"version", no_argument, NULL, 'V'},
@@ -378,7 +412,7 @@ int main(int argc, char **argv)
 	int o;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	const char *auth_user = NULL, *auth_pass = NULL;
-	bool starttls = false, implicit = false;
+	bool starttls = false, implicit = false, retry_given = false, retry_opts = false;
 
 	if (argc > 1 && !strcmp(argv[1], "merge"))
 		return bench_merge(argc - 2, argv + 2);
@@ -391,6 +425,7 @@ int main(int argc, char **argv)
 	cc->pipelining = -1;
 	c->timeout_ns = 30ull * 1000000000ull;
 	c->max_attempts = 5;
+	c->retry_delay_ns = 1000000000ull;
 	parse_sizes(c, "1k");
 	opterr = 0;
 	while ((o = getopt_long(argc, argv, ":t:c:T:m:d:r:s:R:j:qVh", opts, NULL)) != -1) {
@@ -478,6 +513,26 @@ int main(int argc, char **argv)
 			if (units_parse_count(optarg, &v) || !v || v > 100)
 				usage_error("invalid --max-attempts '%s' (1..100)", optarg);
 			c->max_attempts = (uint32_t)v;
+			break;
+		case O_RETRY:
+			if (units_parse_count(optarg, &v) || v > 1000)
+				usage_error("invalid --retry '%s' (0..1000)", optarg);
+			c->retry = (uint32_t)v;
+			retry_given = true;
+			break;
+		case O_RETRY_DELAY:
+			/* 0 is allowed: a test may want retries at once (RFC 5321
+			 * 4.5.4.1 asks a real sender to wait) */
+			if (units_parse_duration_ns(optarg, &c->retry_delay_ns) ||
+			    c->retry_delay_ns > 24ull * 3600 * 1000000000ull)
+				usage_error("invalid --retry-delay '%s' (up to 24h)", optarg);
+			retry_opts = true;
+			break;
+		case O_RETRY_QUEUE:
+			if (units_parse_count(optarg, &c->retry_queue) || !c->retry_queue ||
+			    c->retry_queue > (1ull << 28))
+				usage_error("invalid --retry-queue '%s' (1..268435456)", optarg);
+			retry_opts = true;
 			break;
 		case O_BIND:
 			add_binds(c, optarg);
@@ -578,10 +633,19 @@ int main(int argc, char **argv)
 		cc->auth_user = auth_user;
 		cc->auth_pass = auth_pass;
 	}
+	if (retry_opts && !retry_given)
+		usage_error("--retry-delay and --retry-queue need --retry N");
 	c->argv_line = join_argv(argc, argv, auth_pass);
 	if ((uint64_t)c->threads > c->sessions)
 		c->threads = (int)c->sessions;
 	c->stall_ns = 3 * c->timeout_ns;
+	/* a dropped or timed-out attempt followed by a wait for its retry is
+	 * no stall: the watchdog allows one --retry-delay more */
+	if (c->retry)
+		c->stall_ns += c->retry_delay_ns;
+	if (c->retry_queue && c->retry_queue < (uint64_t)c->threads)
+		usage_error("--retry-queue %llu is less than one entry per thread (%d)",
+		            (unsigned long long)c->retry_queue, c->threads);
 	/* open the report now: a bad --json path is a usage error before any
 	 * traffic, not a lost report after it */
 	if (c->json_path) {
@@ -656,6 +720,8 @@ int main(int argc, char **argv)
 		t->quota = c->messages / (uint64_t)c->threads +
 		           ((uint64_t)i < c->messages % (uint64_t)c->threads);
 		t->rate = c->rate / c->threads;
+		if (c->retry)
+			t->retry_cap = retry_cap(c, t);
 		bench_stats_init(&t->st);
 		hist_init(&t->interval);
 		t->live.last_progress_ns = B.t0_ns;
@@ -683,8 +749,12 @@ int main(int argc, char **argv)
 				joined++;
 			}
 		if (!c->quiet && now - last >= 1000000000ull) {
-			uint64_t m = 0, by = 0, er = 0, se = 0, p99 = 0;
+			uint64_t m = 0, by = 0, er = 0, se = 0, p99 = 0, rs = 0, rw = 0;
+			char retries[64] = "";
 			for (int i = 0; i < c->threads; i++) {
+				rs += __atomic_load_n(&B.th[i].live.retries, __ATOMIC_RELAXED);
+				rw +=
+				    __atomic_load_n(&B.th[i].live.retry_waiting, __ATOMIC_RELAXED);
 				m += __atomic_load_n(&B.th[i].live.delivered, __ATOMIC_RELAXED);
 				by += __atomic_load_n(&B.th[i].live.bytes, __ATOMIC_RELAXED);
 				er += __atomic_load_n(&B.th[i].live.errors, __ATOMIC_RELAXED);
@@ -694,12 +764,16 @@ int main(int argc, char **argv)
 				p99 = p > p99 ? p : p99;
 			}
 			double dt = (double)(now - last) / 1e9;
-			fprintf(stderr,
-			        "[%6.1fs] %8.0f msg/s  %7.2f MB/s  sessions %llu  errors %llu  p99 "
-			        "%.2f ms\n",
-			        (double)(now - B.t0_ns) / 1e9, (double)(m - last_msgs) / dt,
-			        (double)(by - last_bytes) / dt / 1e6, (unsigned long long)se,
-			        (unsigned long long)er, (double)p99 / 1e6);
+			if (c->retry)
+				snprintf(retries, sizeof(retries), "  retries %llu (%llu waiting)",
+				         (unsigned long long)rs, (unsigned long long)rw);
+			fprintf(
+			    stderr,
+			    "[%6.1fs] %8.0f msg/s  %7.2f MB/s  sessions %llu  errors %llu%s  p99 "
+			    "%.2f ms\n",
+			    (double)(now - B.t0_ns) / 1e9, (double)(m - last_msgs) / dt,
+			    (double)(by - last_bytes) / dt / 1e6, (unsigned long long)se,
+			    (unsigned long long)er, retries, (double)p99 / 1e6);
 			last = now;
 			last_msgs = m;
 			last_bytes = by;
@@ -740,9 +814,12 @@ int main(int argc, char **argv)
 	}
 	if (c->tls_ctx)
 		tls_ctx_free(c);
+	/* a connection that ended because a message attempt failed and was
+	 * queued again is part of that retry: the message's final outcome
+	 * decides (conn_retried is 0 without --retry) */
 	bool ok = tot->failed == 0 && tot->partial == 0 && tot->unsent == 0 &&
-	          tot->conn_failed == 0 && tot->conn_closed_early == 0 && !B.stop_reason[0] &&
-	          (!c->messages || tot->delivered == c->messages);
+	          tot->conn_failed + tot->conn_closed_early == tot->conn_retried &&
+	          !B.stop_reason[0] && (!c->messages || tot->delivered == c->messages);
 	free(tot);
 	return ok ? 0 : 1;
 }

@@ -7,8 +7,9 @@
  * be wrong.  JSON is written and read with jansson, so any valid JSON
  * formatting of a report (re-indented, compact, keys sorted) merges the
  * same; every key is documented in docs/json.md, and "schema" changes when
- * a key changes meaning.  Keys added within schema 1 (TLS and AUTH) are
- * optional for merge: a report written before them adds zeros.
+ * a key changes meaning.  Keys added within schema 1 (TLS and AUTH,
+ * retries) are optional for merge: a report written before them adds
+ * zeros.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -33,6 +34,7 @@ void bench_stats_init(struct bench_stats *s)
 	hist_init(&s->cmd);
 	hist_init(&s->tls_hs_full);
 	hist_init(&s->tls_hs_resumed);
+	hist_init(&s->delivery);
 }
 
 /* The scalar counters, in report order: one list for the text report, the
@@ -40,7 +42,7 @@ void bench_stats_init(struct bench_stats *s)
 static const struct ctr {
 	const char *sec, *key;
 	size_t off;
-	bool opt; /* added within schema 1 (TLS, AUTH): may be absent in a report */
+	bool opt; /* added within schema 1 (TLS, AUTH, retries): may be absent */
 } ctrs[] = {
     {"messages", "attempted", offsetof(struct bench_stats, attempted), false},
     {"messages", "delivered", offsetof(struct bench_stats, delivered), false},
@@ -64,6 +66,12 @@ static const struct ctr {
     {"auth", "login", offsetof(struct bench_stats, replies.auth_login), true},
     {"auth", "ok", offsetof(struct bench_stats, replies.auth_ok), true},
     {"auth", "failed", offsetof(struct bench_stats, replies.auth_failed), true},
+    {"retries", "sent", offsetof(struct bench_stats, retry_sent), true},
+    {"retries", "first_attempt_failed", offsetof(struct bench_stats, retry_first_failed), true},
+    {"retries", "recovered", offsetof(struct bench_stats, retry_recovered), true},
+    {"retries", "exhausted", offsetof(struct bench_stats, retry_exhausted), true},
+    {"retries", "queue_full", offsetof(struct bench_stats, retry_queue_full), true},
+    {"retries", "aborted", offsetof(struct bench_stats, retry_aborted), true},
 };
 #define NCTRS (sizeof(ctrs) / sizeof(ctrs[0]))
 
@@ -92,6 +100,7 @@ static const struct hdef {
     {"command", offsetof(struct bench_stats, cmd), false},
     {"tls_handshake_full", offsetof(struct bench_stats, tls_hs_full), true},
     {"tls_handshake_resumed", offsetof(struct bench_stats, tls_hs_resumed), true},
+    {"delivery", offsetof(struct bench_stats, delivery), true},
 };
 #define NHDEFS (sizeof(hdefs) / sizeof(hdefs[0]))
 
@@ -111,7 +120,9 @@ void bench_stats_add(struct bench_stats *dst, const struct bench_stats *src)
 	for (int f = 0; f < CLIENT_FAIL_N; f++) {
 		dst->failed_by[f] += src->failed_by[f];
 		dst->conn_failed_by[f] += src->conn_failed_by[f];
+		dst->attempt_failed_by[f] += src->attempt_failed_by[f];
 	}
+	dst->conn_retried += src->conn_retried;
 	for (int c = 0; c < CLIENT_CMD_N; c++)
 		for (int r = 0; r < CLIENT_RC_N; r++)
 			dst->replies.replies[c][r] += src->replies.replies[c][r];
@@ -154,7 +165,9 @@ static void print_classes(const char *label, const uint64_t *by)
 		fputc('\n', stderr);
 }
 
-static void report_core(const struct bench_stats *t, double secs, bool open_loop)
+/* report_core - the counts and percentiles; retries: show the retry
+ * lines (--retry given, or a merged report with retries in it). */
+static void report_core(const struct bench_stats *t, double secs, bool open_loop, bool retries)
 {
 	const uint64_t(*rp)[CLIENT_RC_N] = t->replies.replies;
 
@@ -165,6 +178,16 @@ static void report_core(const struct bench_stats *t, double secs, bool open_loop
 	        (unsigned long long)t->partial, (unsigned long long)t->failed,
 	        (unsigned long long)t->unsent);
 	print_classes("  failed:   ", t->failed_by);
+	if (retries) {
+		fprintf(
+		    stderr,
+		    "  retries   %llu sent; %llu messages failed a first attempt: %llu recovered, "
+		    "%llu exhausted, %llu queue full, %llu aborted\n",
+		    (unsigned long long)t->retry_sent, (unsigned long long)t->retry_first_failed,
+		    (unsigned long long)t->retry_recovered, (unsigned long long)t->retry_exhausted,
+		    (unsigned long long)t->retry_queue_full, (unsigned long long)t->retry_aborted);
+		print_classes("  failed attempts:", t->attempt_failed_by);
+	}
 	fprintf(
 	    stderr,
 	    "  measured  %llu in %.2f s: %.0f msgs/s  %.2f MB/s (content)\n"
@@ -184,6 +207,8 @@ static void report_core(const struct bench_stats *t, double secs, bool open_loop
 	print_hist(open_loop ? "message (corrected)" : "message MAIL -> final", &t->msg);
 	if (open_loop)
 		print_hist("message (uncorrected)", &t->msg_raw);
+	if (retries)
+		print_hist("delivery 1st -> final", &t->delivery);
 	print_hist("command round trip", &t->cmd);
 	if (t->tls_full + t->tls_resumed) {
 		fprintf(stderr, "  tls       %llu handshakes: %llu full, %llu resumed;",
@@ -215,7 +240,8 @@ static void report_core(const struct bench_stats *t, double secs, bool open_loop
 void bench_report(struct bench *b, const struct bench_stats *tot, double secs, double cpu)
 {
 	int shown = 0;
-	bool clean = tot->failed == 0 && tot->partial == 0 && tot->conn_failed == 0 &&
+	bool clean = tot->failed == 0 && tot->partial == 0 &&
+	             tot->conn_failed + tot->conn_closed_early == tot->conn_retried &&
 	             tot->unsent == 0 && !b->stop_reason[0];
 
 	if (b->cfg.quiet && clean)
@@ -225,7 +251,7 @@ void bench_report(struct bench *b, const struct bench_stats *tot, double secs, d
 			fprintf(stderr, "smtpbench: error: %s\n", b->th[i].first_errors[k]);
 	if (b->stop_reason[0])
 		fprintf(stderr, "smtpbench: stopped: %s\n", b->stop_reason);
-	report_core(tot, secs, b->cfg.rate > 0);
+	report_core(tot, secs, b->cfg.rate > 0, b->cfg.retry > 0);
 	fprintf(stderr, "  generator CPU %.2f s (%.2f us/msg, %.0f%% of %d threads)\n", cpu,
 	        tot->attempted ? cpu * 1e6 / (double)tot->attempted : 0.0,
 	        secs > 0 ? 100.0 * cpu / secs / b->cfg.threads : 0.0, b->cfg.threads);
@@ -357,6 +383,8 @@ static void stats_json(json_t *doc, const struct bench_stats *t, double secs, do
 	                    classes_json(t->failed_by));
 	json_object_set_new(json_object_get(doc, "connections"), "failed_by",
 	                    classes_json(t->conn_failed_by));
+	json_object_set_new(json_object_get(doc, "retries"), "attempt_failed_by",
+	                    classes_json(t->attempt_failed_by));
 	for (int c = 0; c < CLIENT_CMD_N; c++) {
 		json_t *o = json_object();
 		for (int r = 0; r < CLIENT_RC_N; r++)
@@ -453,6 +481,12 @@ int bench_json(struct bench *b, const struct bench_stats *t, double secs, double
 	json_object_set_new(opt, "msgs_per_session", ju(c->msgs_per_session));
 	json_object_set_new(opt, "timeout_s", json_real((double)c->timeout_ns / 1e9));
 	json_object_set_new(opt, "max_attempts", ju(c->max_attempts));
+	json_object_set_new(opt, "retry", ju(c->retry));
+	json_object_set_new(opt, "retry_delay_s", json_real((double)c->retry_delay_ns / 1e9));
+	uint64_t rq = 0;
+	for (int i = 0; i < c->threads; i++)
+		rq += b->th[i].retry_cap;
+	json_object_set_new(opt, "retry_queue", ju(rq));
 	json_object_set_new(opt, "tls",
 	                    json_string(cc->tls == CLIENT_TLS_STARTTLS   ? "starttls"
 	                                : cc->tls == CLIENT_TLS_IMPLICIT ? "implicit"
@@ -646,6 +680,10 @@ static int merge_one(struct mctx *m, json_t *doc, struct bench_stats *t, double 
 		if (add_opt(m, sec, "connections.failed_by", client_fail_name((unsigned)f),
 		            &t->conn_failed_by[f], fail_opt(f)))
 			return -1;
+		sec = json_object_get(json_object_get(doc, "retries"), "attempt_failed_by");
+		if (add_opt(m, sec, "retries.attempt_failed_by", client_fail_name((unsigned)f),
+		            &t->attempt_failed_by[f], true))
+			return -1;
 	}
 	for (int c = 0; c < CLIENT_CMD_N; c++) {
 		char path[64];
@@ -746,7 +784,9 @@ int bench_merge(int argc, char **argv)
 		return 2;
 	}
 	fprintf(stderr, "smtpbench merge: %d runs\n", nfiles);
-	report_core(t, secs, false);
+	/* runs with --retry 0 count transient failures too: only retries
+	 * sent (or queued and lost) show that some run had --retry */
+	report_core(t, secs, false, t->retry_sent + t->retry_queue_full + t->retry_aborted > 0);
 	fprintf(stderr, "  generator CPU %.2f s in all runs\n", cpu);
 	int ret = 0;
 	if (of) {

@@ -76,6 +76,14 @@ static size_t tpl_max(const char *t)
 	return n;
 }
 
+bool client_retryable(const struct client_result *r)
+{
+	if (r->outcome != CLIENT_FAILED || r->rcpt_5xx || r->rcpt_other)
+		return false;
+	return r->fail == CLIENT_FAIL_4XX || r->fail == CLIENT_FAIL_DROPPED ||
+	       r->fail == CLIENT_FAIL_TIMEOUT;
+}
+
 /* --- AUTH helpers: base64 and the {s} template ------------------------------------ */
 
 size_t client_b64(const void *in, size_t n, char *out)

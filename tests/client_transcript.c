@@ -10,14 +10,18 @@
  *
  * The driver here is the simplest correct one: output is taken as written at
  * once, on READY the next message starts until `msgs` were started, then
- * QUIT; at the end of the input the server "closes" (client_eof).  When the
+ * QUIT; at the end of the input the server "closes" (client_eof).  With
+ * retry=N a message whose result client_retryable() calls transient is
+ * begun again (the same message: same number, same content) on the next
+ * READY, at most N more times, as smtpbench's queue would; "== retry"
+ * lines show the decision.  When the
  * client asks for TLS (CLIENT_ACT_TLS) the handshake "happens" at once: the
  * output shows "== tls: up" and the input that follows stands for the
  * decrypted stream (or "== tls: failed" with tlsfail=1).  An optional first
  * line "#! key=value ..." configures the client:
  *   rcpts=N msgs=N pipelining=auto|on|off bdat=0|1 helo=0|1
  *   from=TPL to=TPL ehlo=NAME tls=none|starttls|implicit tlsfail=0|1
- *   auth_user=TPL auth_pass=TPL auth_mech=auto|PLAIN|LOGIN sid=N
+ *   auth_user=TPL auth_pass=TPL auth_mech=auto|PLAIN|LOGIN sid=N retry=N
  * Usage: client_transcript DIR [--write]
  */
 #include <dirent.h>
@@ -37,6 +41,7 @@ struct tcfg {
 	struct client_cfg cc;
 	unsigned msgs;
 	unsigned sid;
+	unsigned retry;
 	int tlsfail;
 	char from[256], to[256], ehlo[128], user[256], pass[256];
 };
@@ -122,6 +127,8 @@ static int parse_opts(char *line, struct tcfg *t)
 			                                        : 0;
 		else if (!strcmp(s, "sid"))
 			t->sid = (unsigned)strtoul(v, NULL, 10);
+		else if (!strcmp(s, "retry"))
+			t->retry = (unsigned)strtoul(v, NULL, 10);
 		else
 			return -1;
 	}
@@ -132,21 +139,38 @@ static const char stamp[] = "X-Stamp: 1\r\n";
 static const char raw[] = "Subject: t\r\n\r\n.dot\r\n";
 static const char wire[] = "Subject: t\r\n\r\n..dot\r\n.\r\n";
 
+/* The driver's state: messages started, and the one waiting for a retry. */
+struct drv {
+	unsigned started;
+	unsigned cur;      /* number of the message in progress */
+	unsigned attempts; /* attempts of the message in progress */
+	unsigned again;    /* message to begin again on the next READY, 0: none */
+};
+
 /* handle - act as the driver on action bits. */
-static void handle(struct client *c, const struct tcfg *t, unsigned act, unsigned *started,
+static void handle(struct client *c, const struct tcfg *t, unsigned act, struct drv *d,
                    struct run *r)
 {
 	while (act) {
 		if (act & CLIENT_ACT_MSG) {
 			const struct client_result *x = &c->res;
 			static const char *oc[] = {"delivered", "partial", "failed"};
-			emitf(r, "== msg %u: %s", *started, oc[x->outcome]);
+			emitf(r, "== msg %u: %s", d->cur, oc[x->outcome]);
 			if (x->outcome == CLIENT_FAILED)
 				emitf(r, " %s at %s (%u%s) \"%s\"", client_fail_name(x->fail),
 				      client_cmd_name(x->cmd), x->code,
 				      x->definite ? ", definite" : "", x->text);
 			emitf(r, " rcpt ok=%u 4xx=%u 5xx=%u other=%u\n", x->rcpt_ok, x->rcpt_4xx,
 			      x->rcpt_5xx, x->rcpt_other);
+			if (t->retry && x->outcome == CLIENT_FAILED) {
+				bool again = client_retryable(x);
+				emitf(r, "== retry: %s\n",
+				      !again                   ? "no (permanent)"
+				      : d->attempts > t->retry ? "no (retries exhausted)"
+				                               : "yes");
+				if (again && d->attempts <= t->retry)
+					d->again = d->cur;
+			}
 		}
 		unsigned next = 0;
 		if (act & CLIENT_ACT_CLOSE) {
@@ -167,8 +191,16 @@ static void handle(struct client *c, const struct tcfg *t, unsigned act, unsigne
 				next = client_tls_up(c);
 			}
 		} else if (act & CLIENT_ACT_READY) {
-			if (*started < t->msgs) {
-				struct client_msg m = {.n = ++*started,
+			if (d->again || d->started < t->msgs) {
+				if (d->again) {
+					d->cur = d->again;
+					d->again = 0;
+					d->attempts++;
+				} else {
+					d->cur = ++d->started;
+					d->attempts = 1;
+				}
+				struct client_msg m = {.n = d->cur,
 				                       .stamp = stamp,
 				                       .stamp_len = sizeof(stamp) - 1,
 				                       .raw = raw,
@@ -201,14 +233,14 @@ static void play(const struct tcfg *t, const char *in, size_t len, const size_t 
 	struct client_stats st;
 	size_t cap = client_cmd_cap(&t->cc), off = 0, ci = 0;
 	char *cmd = malloc(cap);
-	unsigned started = 0;
+	struct drv d = {0};
 
 	memset(&st, 0, sizeof(st));
 	r->out = NULL;
 	r->len = 0;
 	client_init(&c, &t->cc, &st, cmd, cap);
 	c.sid = t->sid;
-	handle(&c, t, client_start(&c), &started, r);
+	handle(&c, t, client_start(&c), &d, r);
 	while (off < len && c.state != CLIENT_ST_CLOSED) {
 		size_t end = len, done = 0;
 		if (step)
@@ -220,13 +252,13 @@ static void play(const struct tcfg *t, const char *in, size_t len, const size_t 
 		while (done < end - off && c.state != CLIENT_ST_CLOSED) {
 			unsigned act;
 			done += client_feed(&c, piece + done, end - off - done, &act);
-			handle(&c, t, act, &started, r);
+			handle(&c, t, act, &d, r);
 		}
 		free(piece);
 		off = end;
 	}
 	if (c.state != CLIENT_ST_CLOSED)
-		handle(&c, t, client_eof(&c), &started, r);
+		handle(&c, t, client_eof(&c), &d, r);
 	emitf(r, "== replies:");
 	for (int i = 0; i < CLIENT_CMD_N; i++)
 		if (st.replies[i][0] + st.replies[i][1] + st.replies[i][2] + st.replies[i][3])

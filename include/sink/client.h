@@ -42,8 +42,13 @@
  * are templates ({s} = session number); they go to the wire base64-encoded
  * and are never copied into reply texts, results or counters.
  *
- * PROXY and retry decisions are meant to become states and actions of this
- * machine too.
+ * Retries: whether a failed message may be tried again is decided here too
+ * (client_retryable(), from the result alone); the driver keeps the failed
+ * messages in its queue and hands the same client_msg to client_begin()
+ * again later, on this connection or another.  Nothing in the session
+ * itself changes for a retry: a new attempt is a new transaction.
+ *
+ * PROXY is meant to become a state of this machine too.
  */
 #ifndef SINK_CLIENT_H
 #define SINK_CLIENT_H
@@ -287,6 +292,20 @@ static inline bool client_waiting(const struct client *c)
 	return c->state != CLIENT_ST_IDLE && c->state != CLIENT_ST_READY &&
 	       c->state != CLIENT_ST_CLOSED;
 }
+
+/* client_retryable - the failed result r is transient: a sender keeps the
+ * message and tries again later (RFC 5321 4.2.5: 4yz is a transient
+ * failure, "the sender SHOULD return to the beginning of the command
+ * sequence"; 4.5.4.1: a sender retries, after a delay).  Transient are 4xx
+ * (421 included), a connection lost mid-message (dropped) and no reply in
+ * time (timeout) - the last two may come after the server took the content,
+ * so a retry may deliver it twice (RFC 1047).  5xx and protocol failures
+ * are permanent, aborted means the run stops, and so is any message with a
+ * recipient refused permanently (or with a code that is neither): sending
+ * it again would only repeat that refusal.  Delivered and partial results
+ * are final (partial: an MTA would retry only the deferred recipients; this
+ * client sends whole messages). */
+bool client_retryable(const struct client_result *r);
 
 /* client_ext_by_name - CLIENT_EXT_* bit of an EHLO keyword (RFC 5321 2.4:
  * case-insensitive, whole keyword), 0 when unknown. */

@@ -65,6 +65,10 @@ static void act_on(struct h *h, unsigned act, size_t wr)
 				check(r->rcpt_ok > 0 && r->rcpt_ok < k);
 			else
 				check(r->fail != CLIENT_FAIL_NONE && r->fail < CLIENT_FAIL_N);
+			/* only failures are retried, never one a recipient refused for good */
+			if (client_retryable(r))
+				check(r->outcome == CLIENT_FAILED && !r->rcpt_5xx &&
+				      !r->rcpt_other);
 		}
 		if (act & CLIENT_ACT_TLS) {
 			/* RFC 3207 4: nothing pipelined behind STARTTLS */

@@ -6,8 +6,8 @@ bucket must equal the sum this test computes itself, and the merged
 quantiles must equal the ones this test computes from the summed buckets.
 Malformed, truncated, foreign and incompatible input must give exit 2 with
 a message, never a crash; reports are also read from pipes.  Keys added
-within schema 1 (TLS, AUTH) add up too, and a report written before them
-still merges (as zeros).
+within schema 1 (TLS, AUTH, retries) add up too, and a report written
+before them still merges (as zeros).
 """
 import copy
 import json
@@ -48,10 +48,10 @@ def quantile(buckets, count, mx, q):
 
 def oracle(reports):
     """Sum the raw counts of reports (dicts) the way the docs say merge does."""
-    out = {"messages": {}, "bytes": {}, "connections": {}, "tls": {}, "auth": {}, "replies": {},
-           "hist": {}}
+    out = {"messages": {}, "bytes": {}, "connections": {}, "tls": {}, "auth": {}, "retries": {},
+           "replies": {}, "hist": {}}
     for r in reports:
-        for sec in ("messages", "bytes", "connections", "tls", "auth"):
+        for sec in ("messages", "bytes", "connections", "tls", "auth", "retries"):
             for k, v in r.get(sec, {}).items():
                 if isinstance(v, dict):
                     d = out[sec].setdefault(k, {})
@@ -120,7 +120,7 @@ class Merge(unittest.TestCase):
         return p
 
     def check_against_oracle(self, merged, want, n=3):
-        for sec in ("messages", "bytes", "connections", "replies", "tls", "auth"):
+        for sec in ("messages", "bytes", "connections", "replies", "tls", "auth", "retries"):
             self.assertEqual(merged[sec], want[sec], sec)
         self.assertEqual(merged["seconds"], want["seconds"])
         self.assertAlmostEqual(merged["cpu_seconds"], want["cpu_seconds"], places=5)
@@ -208,6 +208,59 @@ class Merge(unittest.TestCase):
         bad2["auth"]["ok"] = "five"
         for b, msg in ((bad, "tls.versions"), (bad2, "auth.ok")):
             rc, err, _ = merge(self.files[0], self.write("bad-tls.json", json.dumps(b)))
+            self.assertEqual(rc, 2, err)
+            self.assertIn(msg, err)
+
+    def test_retry_keys_add_and_older_reports_merge(self):
+        ret = copy.deepcopy(self.reps[0])
+        ret["retries"] = {"sent": 12, "first_attempt_failed": 10, "recovered": 8, "exhausted": 1,
+                          "queue_full": 1, "aborted": 0,
+                          "attempt_failed_by": dict(ret["retries"]["attempt_failed_by"])}
+        ret["retries"]["attempt_failed_by"].update({"4xx": 9, "dropped": 3, "5xx": 2})
+        # a delivery histogram unlike the message one, so a mix-up shows
+        ret["histograms"]["delivery"] = copy.deepcopy(ret["histograms"]["connect"])
+        # a report of an smtpbench from before --retry: no retry keys at all
+        old = copy.deepcopy(self.reps[1])
+        del old["retries"]
+        del old["histograms"]["delivery"]
+        del old["latency_ms"]["delivery"]
+        for k in ("retry", "retry_delay_s", "retry_queue"):
+            del old["options"][k]
+        reps = [ret, old, ret]
+        files = [self.write("retry-%d.json" % i, json.dumps(r)) for i, r in enumerate(reps)]
+        rc, err, out = merge("--json", "-", *files)
+        self.assertEqual(rc, 0, err)
+        merged = json.loads(out)
+        want = oracle(reps)
+        self.check_against_oracle(merged, want)
+        r = merged["retries"]
+        self.assertEqual((r["sent"], r["first_attempt_failed"], r["recovered"], r["exhausted"],
+                          r["queue_full"], r["aborted"]), (24, 20, 16, 2, 2, 0))
+        self.assertEqual((r["attempt_failed_by"]["4xx"], r["attempt_failed_by"]["dropped"],
+                          r["attempt_failed_by"]["5xx"]), (18, 6, 4))
+        self.assertEqual(merged["histograms"]["delivery"]["count"],
+                         2 * ret["histograms"]["connect"]["count"])
+        self.assertIn("retries   24 sent; 20 messages failed a first attempt: 16 recovered, "
+                      "2 exhausted, 2 queue full, 0 aborted", err)
+        self.assertIn("failed attempts: 4xx 18, 5xx 4, dropped 6", err)
+        # only old reports: the retry keys are there, as zeros, and no retry lines
+        rc, err, out = merge("--json", "-", files[1])
+        self.assertEqual(rc, 0, err)
+        merged = json.loads(out)
+        self.assertEqual(merged["retries"]["sent"], 0)
+        self.assertEqual(sum(merged["retries"]["attempt_failed_by"].values()), 0)
+        self.assertEqual(merged["histograms"]["delivery"]["count"], 0)
+        self.assertNotIn("retries", err)
+        # present but wrong is still refused
+        bad = copy.deepcopy(ret)
+        bad["retries"]["sent"] = "twelve"
+        bad2 = copy.deepcopy(ret)
+        bad2["retries"]["attempt_failed_by"]["4xx"] = -1
+        bad3 = copy.deepcopy(ret)
+        bad3["histograms"]["delivery"]["count"] += 1
+        for b, msg in ((bad, "retries.sent"), (bad2, "retries.attempt_failed_by.4xx"),
+                       (bad3, "delivery")):
+            rc, err, _ = merge(self.files[0], self.write("bad-retry.json", json.dumps(b)))
             self.assertEqual(rc, 2, err)
             self.assertIn(msg, err)
 

@@ -198,3 +198,67 @@ Test(client, timeout_and_eof_fail_the_message_once)
 	cr_assert_eq(client_eof(&t.c), CLIENT_ACT_CLOSE);
 	free(t.cmd);
 }
+
+/* result - a failed result of class fail with these recipient counts. */
+static struct client_result result(uint8_t outcome, uint8_t fail, uint32_t r5, uint32_t rother)
+{
+	return (struct client_result){
+	    .outcome = outcome, .fail = fail, .rcpt_5xx = r5, .rcpt_other = rother};
+}
+
+Test(client, retryable_classes)
+{
+	/* transient: 4xx (421 included), dropped, timeout (RFC 5321 4.2.5) */
+	static const uint8_t transient[] = {CLIENT_FAIL_4XX, CLIENT_FAIL_DROPPED,
+	                                    CLIENT_FAIL_TIMEOUT};
+	for (int f = 0; f < CLIENT_FAIL_N; f++) {
+		bool want = false;
+		for (size_t i = 0; i < sizeof(transient); i++)
+			want |= transient[i] == f;
+		struct client_result r = result(CLIENT_FAILED, (uint8_t)f, 0, 0);
+		cr_assert_eq(client_retryable(&r), want, "class %s", client_fail_name(f));
+		/* a recipient refused for good makes the whole message permanent */
+		r = result(CLIENT_FAILED, (uint8_t)f, 1, 0);
+		cr_assert_not(client_retryable(&r), "class %s with a 5xx RCPT",
+		              client_fail_name(f));
+		r = result(CLIENT_FAILED, (uint8_t)f, 0, 1);
+		cr_assert_not(client_retryable(&r), "class %s with an odd RCPT reply",
+		              client_fail_name(f));
+	}
+	/* final outcomes are never retried, partial included */
+	struct client_result d = result(CLIENT_DELIVERED, CLIENT_FAIL_NONE, 0, 0);
+	struct client_result p = result(CLIENT_PARTIAL, CLIENT_FAIL_NONE, 0, 0);
+	cr_assert_not(client_retryable(&d));
+	cr_assert_not(client_retryable(&p));
+}
+
+Test(client, a_retry_is_the_same_message_on_a_clean_transaction)
+{
+	struct t t;
+
+	setup_t(&t, "s{n}@b", "r{r}.{n}@d", 1, -1, false);
+	feed(&t, "220 x\r\n");
+	feed(&t, "250-x\r\n250 PIPELINING\r\n");
+	drain(&t);
+	t.olen = 0; /* EHLO */
+	struct client_msg m = msg(77);
+	client_begin(&t.c, &m);
+	drain(&t);
+	feed(&t, "250 ok\r\n250 ok\r\n354 go\r\n");
+	drain(&t);
+	size_t first = t.olen;
+	unsigned act = feed(&t, "451 4.3.0 later\r\n");
+	cr_assert_eq(act, CLIENT_ACT_REPLY | CLIENT_ACT_MSG | CLIENT_ACT_READY);
+	cr_assert(client_retryable(&t.c.res));
+	/* the same client_msg again: byte for byte the same transaction */
+	cr_assert_eq(client_begin(&t.c, &m), CLIENT_ACT_SEND);
+	drain(&t);
+	feed(&t, "250 ok\r\n250 ok\r\n354 go\r\n");
+	drain(&t);
+	cr_assert_eq(t.olen, 2 * first);
+	cr_assert_eq(memcmp(t.out, t.out + first, first), 0);
+	act = feed(&t, "250 queued\r\n");
+	cr_assert(act & CLIENT_ACT_MSG);
+	cr_assert_eq(t.c.res.outcome, CLIENT_DELIVERED);
+	free(t.cmd);
+}

@@ -196,6 +196,7 @@ struct csess {
 	uint8_t established;
 	uint8_t send_busy;    /* io_uring: a sendmsg in flight */
 	uint8_t end_by_retry; /* the connection ends with a message queued again */
+	uint8_t claim;        /* --messages: connecting for one of the unstarted messages */
 	uint16_t attempt;     /* attempts of the current message before this one */
 	int target;
 	uint64_t deadline; /* reply/connect deadline, or end of back-off */
@@ -247,6 +248,7 @@ struct loop {
 	struct pace pace;       /* open loop: intended start times */
 	uint64_t next_sched_ns; /* = pace_next(&pace), cached */
 	uint64_t started;       /* messages started (first attempts) */
+	uint64_t claimed;       /* --messages: slots connecting for an unstarted message */
 	struct retryq rq;       /* --retry: messages waiting for their next attempt */
 	uint32_t open;          /* sessions not yet D_DONE */
 	uint32_t rr;

@@ -91,10 +91,37 @@ static bool more_work(const struct loop *L, uint64_t now)
 	return L->rq.n && L->b->cfg.messages && !stopping(L);
 }
 
+/* connect_work - should s connect?  With --messages, each connection that
+ * has not started a message yet claims one of the unstarted ones, so that
+ * near the end of a run two slots never connect for the last message and
+ * one of them only to say QUIT. */
+static bool connect_work(struct loop *L, struct csess *s, uint64_t now)
+{
+	if (!L->b->cfg.messages || s->claim)
+		return more_work(L, now);
+	if (!stopping(L) && L->started + L->claimed < L->t->quota) {
+		s->claim = 1;
+		L->claimed++;
+		return true;
+	}
+	return L->rq.n && !stopping(L);
+}
+
+static void unclaim(struct loop *L, struct csess *s)
+{
+	if (s->claim) {
+		s->claim = 0;
+		L->claimed--;
+	}
+}
+
 /* may_start - can a new message begin right now? */
-static bool may_start(const struct loop *L, uint64_t now)
+static bool may_start(const struct loop *L, const struct csess *s, uint64_t now)
 {
 	if (!new_work(L, now))
+		return false;
+	/* the messages claimed by connecting slots are theirs */
+	if (L->b->cfg.messages && !s->claim && L->started + L->claimed >= L->t->quota)
 		return false;
 	return !(L->t->rate > 0 && now < L->next_sched_ns);
 }
@@ -187,7 +214,7 @@ static void pump_connects(struct loop *L, uint64_t now)
 {
 	while (L->cq_len) {
 		struct csess *s = &L->s[L->cq[L->cq_head]];
-		bool work = more_work(L, now);
+		bool work = connect_work(L, s, now);
 		if (work && L->cr_interval) {
 			if (L->cr_next + 20000000ull < now)
 				L->cr_next = now - 20000000ull;
@@ -310,6 +337,7 @@ static void after_close(struct loop *L, struct csess *s, uint64_t now)
 
 	s->fd = -1;
 	s->gen++;
+	unclaim(L, s); /* a failed attempt claims again when it reconnects */
 	if (!more_work(L, now)) {
 		s->st = D_DONE;
 		L->open--;
@@ -419,6 +447,7 @@ static unsigned begin_message(struct loop *L, struct csess *s, uint64_t now)
 	uint64_t seq = ((uint64_t)t->id << 40) | L->seq_next++;
 	uint64_t intended = now;
 
+	unclaim(L, s);
 	L->started++;
 	t->st.attempted++;
 	if (t->rate > 0) {
@@ -437,6 +466,7 @@ static unsigned begin_retry(struct loop *L, struct csess *s, uint64_t now)
 	struct retry_ent e;
 
 	retryq_pop(&L->rq, &e);
+	unclaim(L, s); /* a retry is work too: the claim goes to the others */
 	L->t->st.retry_sent++;
 	return begin_attempt(L, s, e.seq, &L->b->cfg.bodies[e.body], L->t->rate > 0 ? e.due : now,
 	                     e.t_first, e.attempts, now);
@@ -453,7 +483,7 @@ static unsigned next(struct loop *L, struct csess *s, uint64_t now)
 		return client_quit(&s->cl);
 	if (retry_due(L, now))
 		return begin_retry(L, s, now);
-	if (may_start(L, now))
+	if (may_start(L, s, now))
 		return begin_message(L, s, now);
 	if (more_work(L, now))
 		return 0; /* open loop: housekeeping calls again when due */

@@ -63,6 +63,26 @@ class Options(unittest.TestCase):
                 if not SANITIZE:
                     self.assertGreater(n, 350, rep["connections"])
 
+    def test_no_connection_only_to_say_quit(self):
+        # --messages: a slot connects only for a message it can have; more
+        # sessions than messages, or the last messages of a run with
+        # --msgs-per-session, never open a connection that only says QUIT
+        for be in BACKENDS:
+            with self.subTest(backend=be), Sink(backend=be) as s:
+                rc, rep, err, _ = run(s.port, "--io", be, "--sessions", "50", "--messages", "10")
+                self.assertEqual(rc, 0, err)
+                c = rep["connections"]
+                self.assertEqual((c["attempts"], c["established"]), (10, 10), c)
+                rc, rep, err, _ = run(s.port, "--io", be, "--sessions", "7", "--threads", "2",
+                                      "--messages", "200", "--msgs-per-session", "3")
+                self.assertEqual(rc, 0, err)
+                s.stop()
+                # every connection carried at least one message
+                self.assertLessEqual(rep["connections"]["established"],
+                                     rep["messages"]["delivered"])
+                self.assertEqual(rep["messages"]["delivered"], 200)
+                self.assertEqual(s.counters()["sessions"], 10 + rep["connections"]["established"])
+
     def test_hundred_recipients_with_300_char_addresses(self):
         # "r{r}." + x...x + "@example.test" expands to >= 300 octets
         tpl = "r{r}." + "x" * (300 - len("r0.@example.test")) + "@example.test"

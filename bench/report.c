@@ -545,7 +545,7 @@ static int get_u64(struct mctx *m, json_t *obj, const char *sec, const char *key
 
 static int add_u64(struct mctx *m, json_t *obj, const char *sec, const char *key, uint64_t *acc)
 {
-	uint64_t v;
+	uint64_t v = 0;
 
 	if (get_u64(m, obj, sec, key, &v))
 		return -1;
@@ -644,7 +644,7 @@ static int add_hist(struct mctx *m, json_t *hs, const char *name, struct hist *h
 static int merge_one(struct mctx *m, json_t *doc, struct bench_stats *t, double *secs, double *cpu)
 {
 	json_t *v, *sec;
-	double d;
+	double d = 0;
 
 	if (!json_is_object(doc))
 		return bad(m, "not a JSON object");

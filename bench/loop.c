@@ -192,10 +192,18 @@ static void start_connect(struct loop *L, struct csess *s, uint64_t now)
 	if (c->nbind) {
 		/* spread over source addresses when one runs out of ports */
 		setsockopt(s->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-		bind(s->fd,
-		     (const struct sockaddr *)&c
-		         ->bind[(L->rr + (uint32_t)L->t->id) % (uint32_t)c->nbind],
-		     sizeof(c->bind[0]));
+		if (bind(s->fd,
+		         (const struct sockaddr *)&c
+		             ->bind[(L->rr + (uint32_t)L->t->id) % (uint32_t)c->nbind],
+		         sizeof(c->bind[0]))) {
+			/* never fall back to another source address silently */
+			int e = errno;
+			close(s->fd);
+			s->fd = -1;
+			attempt_failed(L, s, CLIENT_FAIL_CONNECT, strerror(e), now);
+			after_close(L, s, now);
+			return;
+		}
 	}
 	s->st = D_CONNECTING;
 	ret = L->io->connect(L, s, (const struct sockaddr *)&c->target[s->target],

@@ -526,7 +526,7 @@ static int parse_prob(const char *v, size_t n, uint32_t *ppb)
 	return 0;
 }
 
-static int parse_cidr(const char *v, size_t n, struct fault_cidr *c, char *hint, size_t hintlen)
+int fault_cidr_parse(const char *v, size_t n, struct fault_cidr *c, char *hint, size_t hintlen)
 {
 	char buf[64];
 	const char *slash = memchr(v, '/', n);
@@ -733,7 +733,7 @@ static int parse_word(struct pctx *c, struct tmp *t, size_t off, size_t wn)
 
 	switch (k) {
 	case K_CLIENT:
-		if (parse_cidr(v, vn, &r->client, hint, sizeof(hint)))
+		if (fault_cidr_parse(v, vn, &r->client, hint, sizeof(hint)))
 			return perr(c, off, wn, "%s",
 			            hint[0]
 			                ? hint

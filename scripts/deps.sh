@@ -7,7 +7,7 @@ pkgs=(build-essential cmake pkg-config git clang libclang-rt-dev
       liburing-dev libjemalloc-dev libcriterion-dev libjansson-dev libssl-dev openssl
       libmicrohttpd-dev prometheus
       swaks msmtp curl python3 python3-aiosmtpd libnet-ssleay-perl libio-socket-ssl-perl
-      libauthen-sasl-perl postfix man-db)
+      libauthen-sasl-perl postfix man-db haproxy)
 # libclang-rt-dev carries libFuzzer's runtime; clang only recommends it.
 [ -n "${SINK_DEPS_EXTRA:-}" ] && read -r -a extra <<<"$SINK_DEPS_EXTRA" && pkgs+=("${extra[@]}")
 
@@ -20,7 +20,8 @@ done
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 echo "deps: installing ${missing[*]}"
-# postfix is installed only for its smtp-sink/smtp-source tools: answer its
+# postfix and haproxy are installed only as tools the tests start themselves
+# (smtp-sink/smtp-source; haproxy -f in front of smtpsink): answer postfix's
 # debconf question and keep invoke-rc.d from starting the daemon.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 if [ ! -e /usr/sbin/policy-rc.d ]; then

@@ -116,6 +116,11 @@ static void usage(void)
 	    "      --rate-limit-reply 'CODE TEXT'  instead of the 451\n"
 	    "      --max-msgs-per-session N  421 4.7.0 after N messages in a session\n"
 	    "      --max-conns-per-ip N 421 4.7.0 to more connections from one address\n"
+	    "      --proxy-protocol CIDR[,CIDR]  connections from these sources must begin\n"
+	    "                           with a PROXY header (v1 or v2, as HAProxy's\n"
+	    "                           send-proxy[-v2]); its client address is the one\n"
+	    "                           faults, limits and capture see (repeatable)\n"
+	    "      --proxy-timeout DUR  time for that header to arrive [5s]\n"
 	    "      --capture DIR        store accepted messages byte-exact in the Maildir DIR\n"
 	    "                           (tmp/ -> new/) with DIR/index.jsonl, by a writer\n"
 	    "                           thread (workers never wait for the disk)\n"
@@ -282,6 +287,27 @@ static bool on_cmdline(const struct option *o, int argc, char **argv)
  * (so flags, parsed after them, win), for options not given as flags. */
 static char **env_argv; /* kept: options point into it */
 
+/* parse_proxy_from - --proxy-protocol CIDR[,CIDR...]: the balancers. */
+static void parse_proxy_from(struct server_cfg *cfg, const char *v)
+{
+	while (*v) {
+		size_t n = strcspn(v, ",");
+		char hint[160];
+
+		if (cfg->nproxy_from == SINK_MAX_PROXY)
+			usage_error("too many --proxy-protocol sources (max %d)", SINK_MAX_PROXY);
+		if (!n ||
+		    fault_cidr_parse(v, n, &cfg->proxy_from[cfg->nproxy_from], hint, sizeof(hint)))
+			usage_error("invalid --proxy-protocol '%.*s'%s%s", (int)n, v,
+			            n && hint[0] ? ": " : " (ADDR or ADDR/PREFIX)",
+			            n && hint[0] ? hint : "");
+		cfg->nproxy_from++;
+		v += n;
+		if (*v == ',')
+			v++;
+	}
+}
+
 static char **env_args(const struct option *opts, int argc, char **argv, int *out_argc)
 {
 	char **v = env_argv = calloc((size_t)argc + 256, sizeof(*v));
@@ -409,7 +435,9 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 		O_CAPTURE_SAMPLE,
 		O_CAPTURE_FIRST,
 		O_CAPTURE_MAX,
-		O_CAPTURE_STRICT
+		O_CAPTURE_STRICT,
+		O_PROXY,
+		O_PROXY_TIMEOUT
 	};
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
@@ -463,6 +491,8 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 	    {"capture-first", required_argument, NULL, O_CAPTURE_FIRST},
 	    {"capture-max-bytes", required_argument, NULL, O_CAPTURE_MAX},
 	    {"capture-strict", no_argument, NULL, O_CAPTURE_STRICT},
+	    {"proxy-protocol", required_argument, NULL, O_PROXY},
+	    {"proxy-timeout", required_argument, NULL, O_PROXY_TIMEOUT},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},
@@ -478,6 +508,7 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 	cfg->drain_timeout_ns = 5ull * 1000000000ull;
 	cfg->recv_buf_count = 512; /* 8 MiB per worker; no ENOBUFS at 1000 busy sessions */
 	cfg->recv_buf_size = 16 * 1024;
+	cfg->proxy_timeout_ns = 5ull * 1000000000ull; /* Postfix smtpd_upstream_proxy_timeout */
 
 	argv = env_args(opts, argc, argv, &argc);
 	opterr = 0;
@@ -677,6 +708,14 @@ void cfg_parse(struct server_cfg *cfg, int argc, char **argv)
 			break;
 		case O_CAPTURE_STRICT:
 			cfg->capture_strict = true;
+			break;
+		case O_PROXY:
+			parse_proxy_from(cfg, optarg);
+			break;
+		case O_PROXY_TIMEOUT:
+			cfg->proxy_timeout_ns = opt_duration("--proxy-timeout", optarg);
+			if (!cfg->proxy_timeout_ns)
+				usage_error("--proxy-timeout must be more than 0");
 			break;
 		case O_HTTP: {
 			char err[128];

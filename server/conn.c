@@ -2,13 +2,16 @@
  * conn.c - smtpsink's connection layer: one state machine per connection,
  * the same under both I/O backends (see server.h for the layering).
  *
+ *   PROXY   --(a valid PROXY header from a --proxy-protocol source)-->
+ *   HANDSHAKE (implicit TLS) --(handshake done)-->
  *   SESSION --(QUIT, 421, error limit, idle timeout, shutdown, peer EOF)-->
  *   CLOSING --(flushed, write side shut, peer closed | deadline)-->
  *   CLOSED  --(backend: nothing in flight, socket closed)--> released
  *
  * Every state has a deadline (worker.c walks the per-state lists): the idle
- * timeout since the last progress in SESSION, CONN_CLOSE_NS in CLOSING, and
- * at shutdown the drain deadline for both.  CLOSED needs none: the backend
+ * timeout since the last progress in SESSION, --proxy-timeout in PROXY,
+ * CONN_HANDSHAKE_NS in HANDSHAKE, CONN_CLOSE_NS in CLOSING, and at shutdown
+ * the drain deadline.  CLOSED needs none: the backend
  * only waits for cancelled operations, which the kernel completes at once.
  *
  * Backpressure (RFC 2920 3.2: the server must never lose buffered input):
@@ -40,6 +43,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "sink/proxy.h"
 #include "tls.h"
 
 /* smtpsink_session_duration_seconds bucket bounds (seconds) */
@@ -366,15 +370,13 @@ static void feed(struct conn *c, const char *p, size_t n)
 		held_append(c, p + used, n - used);
 }
 
-void conn_input(struct conn *c, const char *p, size_t n)
+static void proxy_input(struct conn *c, const char *p, size_t n);
+static bool untrusted_proxy(struct conn *c, const char *p, size_t n);
+static void conn_begin(struct conn *c, bool tls, bool listed);
+
+/* deliver - octets from the socket for the session, or for TLS to decrypt. */
+static void deliver(struct conn *c, const char *p, size_t n)
 {
-	c->w->st.recv_bytes += n;
-	if (c->throttle_bps) {
-		refill(c);
-		c->recv_tokens -= (int64_t)n;
-		if (c->recv_tokens <= 0)
-			throttle_wait(c, c->recv_tokens, 1);
-	}
 	if (c->state != CONN_SESSION && c->state != CONN_HANDSHAKE)
 		return; /* closing: lingering drain, dropped */
 	if (!c->tls) {
@@ -390,6 +392,27 @@ void conn_input(struct conn *c, const char *p, size_t n)
 	}
 	tls_in(c->tls, p, n);
 	tls_pump(c);
+}
+
+void conn_input(struct conn *c, const char *p, size_t n)
+{
+	c->w->st.recv_bytes += n;
+	if (c->throttle_bps) {
+		refill(c);
+		c->recv_tokens -= (int64_t)n;
+		if (c->recv_tokens <= 0)
+			throttle_wait(c, c->recv_tokens, 1);
+	}
+	if (c->state == CONN_PROXY) {
+		proxy_input(c, p, n);
+		return;
+	}
+	if (c->first_in) {
+		c->first_in = 0;
+		if (untrusted_proxy(c, p, n))
+			return;
+	}
+	deliver(c, p, n);
 }
 
 /* --- TLS: a byte transform between socket and session --------------------- */
@@ -684,6 +707,14 @@ void conn_eof(struct conn *c)
 		c->w->st.tls_handshake_failures++;
 		conn_abort(c, false);
 		break;
+	case CONN_PROXY:
+		/* a balancer's plain TCP check connects and closes */
+		if (held_pending(c))
+			c->w->st.proxy_truncated++;
+		else
+			c->w->st.peer_closed++;
+		conn_abort(c, false);
+		break;
 	case CONN_CLOSING:
 		c->peer_eof = 1;
 		if (c->wr_shut)
@@ -698,7 +729,7 @@ void conn_error(struct conn *c, int err)
 {
 	(void)err;
 	/* While closing, a reset is how many clients say goodbye. */
-	if (c->state == CONN_SESSION)
+	if (c->state == CONN_SESSION || c->state == CONN_PROXY)
 		c->w->st.io_errors++;
 	else if (c->state == CONN_HANDSHAKE)
 		c->w->st.tls_handshake_failures++;
@@ -827,6 +858,196 @@ static const struct sess_content_ops host_count_ops = {NULL, NULL, host_end, NUL
 
 /* --- open and release ------------------------------------------------- */
 
+/* --- PROXY protocol (--proxy-protocol; HAProxy doc/proxy-protocol.txt) --- */
+
+static bool proxy_trusted(const struct server_cfg *cfg, const struct fault_ip *ip)
+{
+	for (int i = 0; i < cfg->nproxy_from; i++)
+		if (fault_cidr_match(&cfg->proxy_from[i], ip))
+			return true;
+	return false;
+}
+
+/* close_421 - one final reply and a lingering close, for connections that
+ * never became a session (c->out may still hold the greeting). */
+static void close_421(struct conn *c, const char *esc, const char *text)
+{
+	char msg[400];
+	int k = snprintf(msg, sizeof(msg), "421 %s %s %s\r\n", esc, c->w->srv->cfg.hostname, text);
+
+	held_free(c);
+	obuf_append(&c->out, msg, k > 0 && (size_t)k < sizeof(msg) ? (size_t)k : 0);
+	set_state(c, CONN_CLOSING);
+	closing_progress(c);
+	conn_mark_dirty(c);
+}
+
+static uint64_t *proxy_bad_counter(struct server_stats *st, enum proxy_reason why)
+{
+	switch (why) {
+	case PROXY_R_V1_TOO_LONG:
+		return &st->proxy_bad_v1_too_long;
+	case PROXY_R_V1_SYNTAX:
+		return &st->proxy_bad_v1_syntax;
+	case PROXY_R_V2_VERSION:
+		return &st->proxy_bad_v2_version;
+	case PROXY_R_V2_FAMILY:
+		return &st->proxy_bad_v2_family;
+	case PROXY_R_V2_LENGTH:
+		return &st->proxy_bad_v2_length;
+	case PROXY_R_TOO_LONG:
+		return &st->proxy_bad_too_long;
+	default:
+		return &st->proxy_bad_not_proxy;
+	}
+}
+
+/* proxy_input - octets from a balancer whose header is not complete yet.
+ * The parser re-reads everything received so far (at most PROXY_MAX
+ * octets: a longer prefix is already refused), usually one receive, since
+ * balancers write the header in one piece before the client speaks. */
+static void proxy_input(struct conn *c, const char *p, size_t n)
+{
+	struct worker *w = c->w;
+	char head[PROXY_MAX];
+	size_t have = held_pending(c), take = 0, hn = n;
+	const char *hp = p;
+	struct proxy_hdr h;
+	enum proxy_reason why = PROXY_R_NONE;
+	enum proxy_status r;
+
+	if (have) {
+		take = n < PROXY_MAX - have ? n : PROXY_MAX - have;
+		memcpy(head, c->held + c->held_off, have);
+		memcpy(head + have, p, take);
+		hp = head;
+		hn = have + take;
+	}
+	r = proxy_parse(hp, hn, &h, &why);
+	if (r == PROXY_MORE && hn >= PROXY_MAX) {
+		r = PROXY_BAD; /* cannot happen with a correct parser; bounded anyway */
+		why = PROXY_R_TOO_LONG;
+	}
+	if (r == PROXY_MORE) {
+		held_append(c, p, n);
+		return;
+	}
+	if (r == PROXY_BAD) {
+		(*proxy_bad_counter(&w->st, why))++;
+		if (c->proxy_tls)
+			conn_abort(c, false); /* an implicit-TLS client expects no plaintext */
+		else
+			close_421(c, "4.7.0", "Error: PROXY protocol header expected");
+		return;
+	}
+	w->st.proxy_headers++;
+	if (h.local)
+		w->st.proxy_local++; /* health check: the balancer's own address stands */
+	else
+		c->fip = h.src;
+	held_free(c); /* hp may point at head[], never at held */
+	conn_begin(c, c->proxy_tls, true);
+	/* What followed the header is the client's: SMTP, or its ClientHello. */
+	if (hn > h.len)
+		deliver(c, hp + h.len, hn - h.len);
+	if (take < n && have)
+		deliver(c, p + take, n - take);
+}
+
+/* conn_proxy_expired - no complete header within --proxy-timeout (stop:
+ * the server is stopping first).  Nothing was promised yet: close, telling
+ * a misconfigured plain client why it never got a greeting. */
+void conn_proxy_expired(struct conn *c, bool stop)
+{
+	if (!stop)
+		c->w->st.proxy_timeouts++;
+	if (c->proxy_tls || stop)
+		conn_abort(c, false);
+	else
+		close_421(c, "4.4.2",
+		          "Error: timeout exceeded waiting for the PROXY protocol header");
+}
+
+/* untrusted_proxy - the first octets of a connection not from a
+ * --proxy-protocol source look like a PROXY header: it is refused, never
+ * believed (anyone could claim any address).  Six octets are enough to
+ * tell: no SMTP command starts with "PROXY " or CR LF CR LF. */
+static bool untrusted_proxy(struct conn *c, const char *p, size_t n)
+{
+	struct proxy_hdr h;
+	enum proxy_reason why;
+
+	if (n < 6 || proxy_parse(p, n, &h, &why) == PROXY_BAD)
+		return false;
+	c->w->st.proxy_untrusted++;
+	if (c->tls)
+		conn_abort(c, false);
+	else
+		close_421(c, "4.7.0", "Error: PROXY protocol header from an untrusted address");
+	return true;
+}
+
+/* conn_begin - the session starts: TLS-on-connect's handshake or the
+ * greeting.  listed: c is already on a state list (it was in PROXY). */
+static void conn_begin(struct conn *c, bool tls, bool listed)
+{
+	struct worker *w = c->w;
+	struct server *srv = w->srv;
+	const struct server_cfg *cfg = &srv->cfg;
+
+	/* RFC 8314: on an implicit-TLS port the handshake comes first; the
+	 * greeting waits in the plaintext buffer until it is done. */
+	c->tls = tls ? tls_conn_new() : NULL;
+	if (listed) {
+		set_state(c, c->tls ? CONN_HANDSHAKE : CONN_SESSION);
+	} else {
+		c->state = c->tls ? CONN_HANDSHAKE : CONN_SESSION;
+		c->since_ns = w->now;
+		list_append(&w->lists[c->state], c);
+	}
+	conn_mark_dirty(c); /* the 220 greeting, or receiving the ClientHello */
+	if (tls && !c->tls) {
+		conn_abort(c, true);
+		return;
+	}
+	if (srv->connlimit) {
+		enum fault_conn r = fault_connlimit_inc(srv->connlimit, &c->fip);
+		if (r == FAULT_CONN_LIMIT && c->tls) {
+			w->st.conns_rejected_per_ip++;
+			conn_abort(c, true); /* no plaintext 421 on a TLS port */
+			return;
+		}
+		if (r == FAULT_CONN_LIMIT) {
+			/* --max-conns-per-ip: like Postfix smtpd_client_connection_count_limit */
+			char msg[320];
+			int k = snprintf(
+			    msg, sizeof(msg),
+			    "421 4.7.0 %s Error: too many connections from your address\r\n",
+			    cfg->hostname);
+			w->st.conns_rejected_per_ip++;
+			obuf_append(&c->out, msg, (size_t)k);
+			if (c->state == CONN_SESSION) {
+				set_state(c, CONN_CLOSING);
+				closing_progress(c);
+			}
+			return;
+		}
+		c->connlimited = r == FAULT_CONN_OK;
+	}
+	unsigned act = sess_greet(&c->sess);
+	if (act & (SESS_ACT_DROP | SESS_ACT_RESET)) {
+		conn_abort(c, (act & SESS_ACT_RESET) != 0);
+		return;
+	}
+	if (act & SESS_ACT_SUSPEND)
+		suspend(c);
+	else if (act & SESS_ACT_CLOSE)
+		conn_close(c, act);
+	if (c->state == CONN_SESSION && !c->suspended &&
+	    atomic_load_explicit(&srv->stop_phase, memory_order_acquire))
+		conn_close(c, sess_shutdown(&c->sess, true)); /* handed over as we stop */
+}
+
 struct conn *conn_open(struct worker *w, int fd, bool tls)
 {
 	struct server *srv = w->srv;
@@ -881,53 +1102,18 @@ struct conn *conn_open(struct worker *w, int fd, bool tls)
 	}
 	w->st.conns_accepted++;
 	atomic_fetch_add_explicit(&w->active, 1, memory_order_relaxed);
-	/* RFC 8314: on an implicit-TLS port the handshake comes first; the
-	 * greeting waits in the plaintext buffer until it is done. */
-	c->tls = tls ? tls_conn_new() : NULL;
-	c->state = c->tls ? CONN_HANDSHAKE : CONN_SESSION;
-	c->since_ns = w->now;
-	list_append(&w->lists[c->state], c);
-	conn_mark_dirty(c); /* the 220 greeting, or receiving the ClientHello */
-	if (tls && !c->tls) {
-		conn_abort(c, true);
+	if (cfg->nproxy_from && proxy_trusted(cfg, &c->fip)) {
+		/* A balancer: its PROXY header comes before anything else, so
+		 * the greeting (and TLS-on-connect) wait for it. */
+		c->state = CONN_PROXY;
+		c->proxy_tls = tls;
+		c->since_ns = w->now;
+		list_append(&w->lists[CONN_PROXY], c);
+		conn_mark_dirty(c); /* receive the header */
 		return c;
 	}
-	if (srv->connlimit) {
-		enum fault_conn r = fault_connlimit_inc(srv->connlimit, &c->fip);
-		if (r == FAULT_CONN_LIMIT && c->tls) {
-			w->st.conns_rejected_per_ip++;
-			conn_abort(c, true); /* no plaintext 421 on a TLS port */
-			return c;
-		}
-		if (r == FAULT_CONN_LIMIT) {
-			/* --max-conns-per-ip: like Postfix smtpd_client_connection_count_limit */
-			char msg[320];
-			int k = snprintf(
-			    msg, sizeof(msg),
-			    "421 4.7.0 %s Error: too many connections from your address\r\n",
-			    cfg->hostname);
-			w->st.conns_rejected_per_ip++;
-			obuf_append(&c->out, msg, (size_t)k);
-			if (c->state == CONN_SESSION) {
-				set_state(c, CONN_CLOSING);
-				closing_progress(c);
-			}
-			return c;
-		}
-		c->connlimited = r == FAULT_CONN_OK;
-	}
-	unsigned act = sess_greet(&c->sess);
-	if (act & (SESS_ACT_DROP | SESS_ACT_RESET)) {
-		conn_abort(c, (act & SESS_ACT_RESET) != 0);
-		return c;
-	}
-	if (act & SESS_ACT_SUSPEND)
-		suspend(c);
-	else if (act & SESS_ACT_CLOSE)
-		conn_close(c, act);
-	if (c->state == CONN_SESSION && !c->suspended &&
-	    atomic_load_explicit(&srv->stop_phase, memory_order_acquire))
-		conn_close(c, sess_shutdown(&c->sess, true)); /* handed over as we stop */
+	c->first_in = 1;
+	conn_begin(c, tls, false);
 	return c;
 }
 

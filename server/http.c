@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "sink/proxy.h"
 #include "sink/config.h"
 
 static struct MHD_Daemon *daemon_;
@@ -245,6 +246,30 @@ static void metrics(struct server *srv, struct text *t)
 	        (unsigned long long)st.faults_injected, (unsigned long long)st.greylisted,
 	        (unsigned long long)st.rate_limited, (unsigned long long)st.conns_rejected_per_ip);
 	fault_rules(srv, t);
+	if (srv->cfg.nproxy_from) {
+		metric(t, "smtpsink_proxy_headers_total", "counter",
+		       "PROXY protocol headers (--proxy-protocol), by result.");
+		tprintf(t,
+		        "smtpsink_proxy_headers_total{result=\"proxied\"} %llu\n"
+		        "smtpsink_proxy_headers_total{result=\"local\"} %llu\n"
+		        "smtpsink_proxy_headers_total{result=\"untrusted\"} %llu\n"
+		        "smtpsink_proxy_headers_total{result=\"timeout\"} %llu\n"
+		        "smtpsink_proxy_headers_total{result=\"truncated\"} %llu\n",
+		        (unsigned long long)(st.proxy_headers - st.proxy_local),
+		        (unsigned long long)st.proxy_local, (unsigned long long)st.proxy_untrusted,
+		        (unsigned long long)st.proxy_timeouts,
+		        (unsigned long long)st.proxy_truncated);
+		const uint64_t bad[] = {st.proxy_bad_not_proxy, st.proxy_bad_v1_too_long,
+		                        st.proxy_bad_v1_syntax, st.proxy_bad_v2_version,
+		                        st.proxy_bad_v2_family, st.proxy_bad_v2_length,
+		                        st.proxy_bad_too_long};
+		metric(t, "smtpsink_proxy_bad_headers_total", "counter",
+		       "Malformed PROXY headers from --proxy-protocol sources, by reason.");
+		for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+			tprintf(t, "smtpsink_proxy_bad_headers_total{reason=\"%s\"} %llu\n",
+			        proxy_reason_name((enum proxy_reason)(i + 1)),
+			        (unsigned long long)bad[i]);
+	}
 	if (srv->cfg.capture_dir) {
 		metric(t, "smtpsink_capture_messages_total", "counter",
 		       "Accepted messages by what --capture did with them.");

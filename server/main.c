@@ -276,6 +276,8 @@ int main(int argc, char **argv)
 		cfg->sess.keep_helo = true; /* for the index */
 		srv.need_peer = true;
 	}
+	if (cfg->nproxy_from)
+		srv.need_peer = true; /* is this connection from a balancer? */
 	srv.start_ns = now_ns();
 	srv.start_unix = (double)time(NULL);
 	pthread_mutex_init(&srv.base_lock, NULL);

@@ -41,6 +41,7 @@
 #define SINK_MAX_LISTEN 16
 #define SINK_MAX_EXPECT 64
 #define SINK_MAX_FAULTS 256
+#define SINK_MAX_PROXY  32 /* --proxy-protocol sources */
 
 /* --expect NAME OP VALUE over the report's counters */
 enum expect_op { EXP_EQ, EXP_NE, EXP_GE, EXP_LE, EXP_GT, EXP_LT };
@@ -114,6 +115,11 @@ struct server_cfg {
 	uint32_t greylist_max;
 	const char *rate_limit, *rate_limit_reply;
 	uint32_t max_conns_per_ip;
+	/* --proxy-protocol (issue 14): sources whose connections begin with a
+	 * PROXY header; --proxy-timeout */
+	struct fault_cidr proxy_from[SINK_MAX_PROXY];
+	int nproxy_from;
+	uint64_t proxy_timeout_ns;
 	/* --capture */
 	const char *capture_dir;
 	uint64_t capture_sample; /* --capture-sample 1/N */
@@ -154,6 +160,21 @@ struct server_cfg {
 	X(tls_resumed, "tls_resumed", "... of them resumed sessions (tickets or cache)")           \
 	X(tls_v1_2, "tls_v1_2", "... of them TLS 1.2")                                             \
 	X(tls_v1_3, "tls_v1_3", "... of them TLS 1.3")                                             \
+	X(proxy_headers, "proxy_headers", "PROXY headers taken from --proxy-protocol sources")     \
+	X(proxy_local, "proxy_local",                                                              \
+	  "... of them LOCAL/UNKNOWN (balancer health checks): real address kept")                 \
+	X(proxy_untrusted, "proxy_untrusted",                                                      \
+	  "PROXY headers from sources not in --proxy-protocol: 421, closed")                       \
+	X(proxy_timeouts, "proxy_timeouts", "no complete PROXY header within --proxy-timeout")     \
+	X(proxy_truncated, "proxy_truncated", "balancer closed inside its PROXY header")           \
+	X(proxy_bad_not_proxy, "proxy_bad_not_proxy",                                              \
+	  "trusted source sent no PROXY header (e.g. plain SMTP): 421, closed")                    \
+	X(proxy_bad_v1_too_long, "proxy_bad_v1_too_long", "PROXY v1 line over 107 octets")         \
+	X(proxy_bad_v1_syntax, "proxy_bad_v1_syntax", "PROXY v1 protocol, address or port bad")    \
+	X(proxy_bad_v2_version, "proxy_bad_v2_version", "PROXY v2 version or command unknown")     \
+	X(proxy_bad_v2_family, "proxy_bad_v2_family", "PROXY v2 family unknown or not TCP")        \
+	X(proxy_bad_v2_length, "proxy_bad_v2_length", "PROXY v2 addresses shorter than family")    \
+	X(proxy_bad_too_long, "proxy_bad_too_long", "PROXY v2 header over 1024 octets")            \
 	X(loops, "loops", "event loop iterations")                                                 \
 	X(cqes, "cqes", "io_uring completions handled")
 
@@ -173,6 +194,10 @@ struct server_stats {
 };
 
 enum conn_state {
+	/* --proxy-protocol: a trusted balancer's connection, before its PROXY
+	 * header is complete (it precedes the greeting and TLS-on-connect).
+	 * Deadline: --proxy-timeout since accept. */
+	CONN_PROXY,
 	/* TLS handshake (implicit TLS from accept, or after STARTTLS's 220).
 	 * Deadline: CONN_HANDSHAKE_NS since entering, then reset. */
 	CONN_HANDSHAKE,
@@ -267,6 +292,8 @@ struct conn {
 	uint8_t starttls;       /* 220 to STARTTLS queued: TLS starts once it is sent */
 	uint8_t suspended;      /* a fault deferred a reply: input is held, not fed */
 	uint8_t connlimited;    /* counted in --max-conns-per-ip */
+	uint8_t proxy_tls;      /* CONN_PROXY on an implicit-TLS port: TLS after the header */
+	uint8_t first_in;       /* nothing received yet (an untrusted PROXY header is refused) */
 	uint32_t heap_i;        /* in w->wakes (1-based; 0 = not there) */
 	uint64_t wake_ns;       /* when the heap wakes it */
 	uint64_t suspend_until; /* 0: not suspended on a timer */
@@ -356,6 +383,7 @@ void conn_sent(struct conn *c, size_t n);
 void conn_release(struct conn *c);             /* socket closed, nothing in flight */
 void conn_close(struct conn *c, unsigned act); /* SESS_ACT_CLOSE: begin closing */
 void conn_abort(struct conn *c, bool rst);
+void conn_proxy_expired(struct conn *c, bool stop); /* CONN_PROXY past its deadline */
 void conn_mark_dirty(struct conn *c);
 void conn_list_remove(struct conn *c);
 void conn_set_socket_reset(int fd);
@@ -366,7 +394,7 @@ static inline bool conn_wants_input(const struct conn *c)
 {
 	if (c->state == CONN_SESSION)
 		return !c->paused && !c->peer_eof && (!c->throttle_bps || c->recv_tokens > 0);
-	if (c->state == CONN_HANDSHAKE)
+	if (c->state == CONN_HANDSHAKE || c->state == CONN_PROXY)
 		return !c->peer_eof;
 	return c->state == CONN_CLOSING && c->wr_shut && !c->peer_eof;
 }

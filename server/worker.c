@@ -189,6 +189,16 @@ static uint64_t worker_tick(struct worker *w, int phase)
 	if (idle && (c = w->lists[CONN_SESSION].head))
 		next = min_u64(next, c->since_ns + idle);
 
+	/* --proxy-protocol: no complete header in time (or the server stops
+	 * before it came): nothing was promised yet, close. */
+	{
+		uint64_t pt = srv->cfg.proxy_timeout_ns;
+		while ((c = w->lists[CONN_PROXY].head) && (now - c->since_ns >= pt || phase >= 1))
+			conn_proxy_expired(c, phase >= 1);
+		if ((c = w->lists[CONN_PROXY].head))
+			next = min_u64(next, c->since_ns + pt);
+	}
+
 	/* TLS handshakes that do not finish: reset. */
 	while ((c = w->lists[CONN_HANDSHAKE].head) &&
 	       (now - c->since_ns >= CONN_HANDSHAKE_NS || now >= close_cut)) {

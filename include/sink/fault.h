@@ -175,6 +175,9 @@ bool fault_rule_equal(const struct fault_rule *a, const struct fault_rule *b);
  * octet, everything else literal.  pat must already be lower case. */
 bool fault_glob_match(const char *pat, size_t plen, const char *s, size_t slen);
 
+/* fault_cidr_parse - "ADDR[/PREFIX]" (IPv4 or IPv6; host bits beyond the
+ * prefix refused, with a "did you mean" in hint); 0 or -EINVAL. */
+int fault_cidr_parse(const char *v, size_t n, struct fault_cidr *c, char *hint, size_t hintlen);
 /* fault_cidr_match - ip inside cidr (family must agree). */
 bool fault_cidr_match(const struct fault_cidr *c, const struct fault_ip *ip);
 

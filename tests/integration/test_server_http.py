@@ -123,6 +123,28 @@ class Http(unittest.TestCase):
         finally:
             shutil.rmtree(cap, ignore_errors=True)
 
+    def test_proxy_metrics(self):
+        # --proxy-protocol: results and bad headers by reason, promtool-clean
+        with HttpSink(["--proxy-protocol", "127.0.0.1"]) as s:
+            for data in (b"PROXY TCP4 192.0.2.1 127.0.0.1 1 25\r\nQUIT\r\n",
+                         b"PROXY UNKNOWN\r\nQUIT\r\n", b"EHLO x\r\n",
+                         b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 25\r\n"):
+                c = s.connect()
+                c.sendall(data)
+                while c.recv(4096):
+                    pass
+                c.close()
+            code, text = s.curl("/metrics")
+            self.assertEqual(code, 200)
+            self.assertIn('smtpsink_proxy_headers_total{result="proxied"} 1', text)
+            self.assertIn('smtpsink_proxy_headers_total{result="local"} 1', text)
+            self.assertIn('smtpsink_proxy_bad_headers_total{reason="not_proxy"} 1', text)
+            self.assertIn('smtpsink_proxy_bad_headers_total{reason="v1_syntax"} 1', text)
+            if shutil.which("promtool"):
+                r = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
+                                   capture_output=True, timeout=30)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
     def test_readyz_503_while_draining(self):
         for be in BACKENDS:
             with self.subTest(backend=be), HttpSink(["--drain-timeout", "10s"], backend=be) as s:

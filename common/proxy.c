@@ -8,9 +8,10 @@
  * Each verdict therefore depends only on the octets up to the one that
  * decided it: a prefix that is refused stays refused whatever follows, and
  * one that is accepted is accepted with the same length whatever follows
- * (the fuzz target checks both).  The spec asks for exactly this: "abort the
- * connection as soon as possible" (2.1) - for a sink behind a balancer, a
- * client that talks SMTP or TLS to a PROXY listener fails at its first octet.
+ * (the fuzz target checks both).  The spec recommends it (2.1: "abort the
+ * connection as soon as possible so that the sender gets a chance to notice
+ * the anomaly"): a client that talks SMTP or TLS to a PROXY listener fails
+ * at its first octet, not at the caller's timeout.
  *
  * Re-parsing costs at most PROXY_MAX octets per read, and a header arrives
  * in one segment in practice (2: it always fits a 536-octet MSS), so the
@@ -23,7 +24,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define PROXY_X_NAME(e, name) [PROXY_R_##e] = name,
+#define PROXY_X_NAME(e, name) [PROXY_R_##e] = (name),
 static const char *const reason_names[PROXY_R_COUNT] = {[PROXY_R_NONE] = "none",
                                                         PROXY_REASONS(PROXY_X_NAME)};
 #undef PROXY_X_NAME

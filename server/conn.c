@@ -1094,14 +1094,26 @@ struct conn *conn_open(struct worker *w, int fd, bool tls)
 		c->sess.content_ops = &host_verify_ops;
 	else if (cfg->exit_after)
 		c->sess.content_ops = &host_count_ops;
+	bool gone = false;
 	if (srv->need_peer) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
 		if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
 			fault_ip_from_sockaddr((struct sockaddr *)&ss, &c->fip);
+		else
+			gone = true; /* ENOTCONN: reset before we got to it */
 	}
 	w->st.conns_accepted++;
 	atomic_fetch_add_explicit(&w->active, 1, memory_order_relaxed);
+	if (gone) {
+		/* Without its address no rule can be applied to it (nor can a
+		 * balancer be told from a client); it is dead anyway. */
+		w->st.io_errors++;
+		c->state = CONN_CLOSED;
+		list_append(&w->lists[CONN_CLOSED], c);
+		conn_mark_dirty(c);
+		return c;
+	}
 	if (cfg->nproxy_from && proxy_trusted(cfg, &c->fip)) {
 		/* A balancer: its PROXY header comes before anything else, so
 		 * the greeting (and TLS-on-connect) wait for it. */

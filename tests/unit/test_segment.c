@@ -1,6 +1,7 @@
 /* test_segment.c - smtpbench across many instances: shares that add up
  * exactly, stamp sequence spaces that are disjoint and dense, schedules that
- * interleave into one, --start-at parsing. */
+ * interleave into one, --start-at parsing, and the PROXY family mapping. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "sink/pace.h"
+#include "sink/proxy.h"
 #include "sink/segment.h"
 
 Test(segment, parse)
@@ -301,4 +303,62 @@ Test(segment, start_at_every_day)
 				cr_assert_eq(ns, (day * 86400 + 43200) * 1000000000ull, "%s", buf);
 			}
 		}
+}
+
+static struct fault_ip ip(const char *s)
+{
+	struct fault_ip a;
+
+	cr_assert_eq(fault_ip_parse(s, &a), 0, "%s", s);
+	return a;
+}
+
+/* --proxy-source and the target of another family: a header both builders
+ * take, and smtpsink's parser reads the IPv4 address back */
+Test(segment, proxy_families_agree)
+{
+	static const struct {
+		const char *src, *dst, *want_src, *want_dst;
+	} cases[] = {
+	    {"127.0.0.8", "127.0.0.1", "127.0.0.8", "127.0.0.1"},
+	    {"2001:db8::8", "::1", "2001:db8::8", "::1"},
+	    {"2001:db8::8", "127.0.0.1", "2001:db8::8", "127.0.0.1"}, /* dst mapped */
+	    {"127.0.0.8", "::1", "127.0.0.8", "::1"},                 /* src mapped */
+	};
+
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		struct fault_ip s = ip(cases[k].src), d = ip(cases[k].dst);
+		struct fault_ip ws = ip(cases[k].want_src), wd = ip(cases[k].want_dst);
+		char buf[PROXY_MAX];
+		struct proxy_hdr h;
+		enum proxy_reason why;
+
+		cr_assert_eq(proxy_same_family(&s, &d), 0);
+		cr_assert_eq(s.family, d.family, "%s %s", cases[k].src, cases[k].dst);
+		for (int v = 1; v <= 2; v++) {
+			size_t n = v == 1 ? proxy_build_v1(buf, sizeof(buf), &s, 40000, &d, 25)
+			                  : proxy_build_v2(buf, sizeof(buf), &s, 40000, &d, 25);
+			cr_assert_gt(n, 0, "v%d %s -> %s not built", v, cases[k].src, cases[k].dst);
+			cr_assert_eq(proxy_parse(buf, n, &h, &why), PROXY_DONE);
+			cr_assert_eq(h.len, n);
+			cr_assert(!h.local);
+			cr_assert_eq(memcmp(&h.src, &ws, sizeof(ws)), 0, "v%d src of %s", v,
+			             cases[k].src);
+			cr_assert_eq(memcmp(&h.dst, &wd, sizeof(wd)), 0, "v%d dst of %s", v,
+			             cases[k].dst);
+			cr_assert_eq(h.src_port, 40000);
+			cr_assert_eq(h.dst_port, 25);
+		}
+	}
+	/* the mapped form is ::ffff:a.b.c.d exactly */
+	struct fault_ip s = ip("2001:db8::8"), d = ip("192.0.2.1"), m;
+	cr_assert_eq(proxy_same_family(&s, &d), 0);
+	cr_assert_eq(inet_pton(AF_INET6, "::ffff:192.0.2.1", m.b), 1);
+	cr_assert_eq(d.family, 6);
+	cr_assert_eq(memcmp(d.b, m.b, 16), 0);
+	/* an unknown family is refused and nothing changes */
+	struct fault_ip u = {0}, v4 = ip("127.0.0.1"), keep = v4;
+	cr_assert_neq(proxy_same_family(&u, &v4), 0);
+	cr_assert_neq(proxy_same_family(&v4, &u), 0);
+	cr_assert_eq(memcmp(&v4, &keep, sizeof(v4)), 0);
 }

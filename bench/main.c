@@ -19,7 +19,7 @@
  * TLS (--starttls, --tls) and AUTH (--auth-user/--auth-pass) are options of
  * the client core and the TLS layer (tls.c); the password is never printed
  * and never written to the report: the command line in the JSON shows it
- * as "***".
+ * as "***".  --proxy puts a PROXY header before all of it (loop.c).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -100,6 +100,10 @@ static void usage(void)
 	    "      --retry-queue N      messages waiting for a retry, all threads\n"
 	    "                           [sessions x 256, at least 65536 a thread]\n"
 	    "      --bind ADDR[,ADDR]   source addresses (127.x) to spread ephemeral ports\n"
+	    "      --proxy v1|v2        send a PROXY protocol header first on every\n"
+	    "                           connection (before the greeting and TLS)\n"
+	    "      --proxy-source ADDR[:PORT]  the client address it claims [each\n"
+	    "                           connection's own address and port]\n"
 	    "      --io auto|uring|epoll  event backend; auto falls back to epoll [auto]\n"
 	    "  -j, --json FILE          full report with raw histogram counts (docs/json.md)\n"
 	    "  -q, --quiet              no live line\n"
@@ -145,6 +149,46 @@ static void add_binds(struct bench_cfg *c, const char *arg)
 		a->sin_family = AF_INET;
 		if (inet_pton(AF_INET, t, &a->sin_addr) != 1)
 			usage_error("invalid --bind address '%s'", t);
+	}
+}
+
+/* parse_proxy_source - --proxy-source ADDR, ADDR:PORT, [IPv6] or
+ * [IPv6]:PORT; numeric (the header carries addresses, not names).  A bare
+ * IPv6 address has no port: its colons are its own. */
+static void parse_proxy_source(struct bench_cfg *c, const char *arg)
+{
+	char buf[128], *host = buf, *port = NULL;
+
+	if (strlen(arg) >= sizeof(buf))
+		usage_error("invalid --proxy-source '%s'", arg);
+	strcpy(buf, arg);
+	if (buf[0] == '[') {
+		char *e = strchr(buf, ']');
+		if (!e || (e[1] && e[1] != ':'))
+			usage_error("invalid --proxy-source '%s' (unbalanced [ ])", arg);
+		*e = 0;
+		host = buf + 1;
+		if (e[1] == ':')
+			port = e + 2;
+	} else if (strchr(buf, ':') && strchr(buf, ':') == strrchr(buf, ':')) {
+		port = strchr(buf, ':'); /* one colon: IPv4:PORT */
+		*port++ = 0;
+	}
+	if (fault_ip_parse(host, &c->proxy_src))
+		usage_error("invalid --proxy-source '%s' (a numeric IPv4 or IPv6 address, "
+		            "ADDR:PORT or [IPv6]:PORT)",
+		            arg);
+	c->proxy_src_given = true;
+	if (port) {
+		unsigned long v = 0;
+		if (!*port)
+			usage_error("invalid --proxy-source '%s' (empty port)", arg);
+		for (const char *q = port; *q; q++)
+			if (*q < '0' || *q > '9' ||
+			    (v = v * 10 + (unsigned long)(*q - '0')) > 65535)
+				usage_error("invalid --proxy-source '%s' (port 0..65535)", arg);
+		c->proxy_port = (uint16_t)v;
+		c->proxy_port_given = true;
 	}
 }
 
@@ -365,7 +409,9 @@ int main(int argc, char **argv)
 		O_AUTH_MECH,
 		O_RETRY,
 		O_RETRY_DELAY,
-		O_RETRY_QUEUE
+		O_RETRY_QUEUE,
+		O_PROXY,
+		O_PROXY_SOURCE
 	};
 	static const struct option opts[] = {
 	    {"target", required_argument, NULL, 't'},
@@ -400,6 +446,8 @@ int main(int argc, char **argv)
 	    {"retry", required_argument, NULL, O_RETRY},
 	    {"retry-delay", required_argument, NULL, O_RETRY_DELAY},
 	    {"retry-queue", required_argument, NULL, O_RETRY_QUEUE},
+	    {"proxy", required_argument, NULL, O_PROXY},
+	    {"proxy-source", required_argument, NULL, O_PROXY_SOURCE},
 	    {"json", required_argument, NULL, 'j'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"version", no_argument, NULL, 'V'},
@@ -537,6 +585,17 @@ int main(int argc, char **argv)
 		case O_BIND:
 			add_binds(c, optarg);
 			break;
+		case O_PROXY:
+			if (!strcmp(optarg, "v1"))
+				c->proxy = 1;
+			else if (!strcmp(optarg, "v2"))
+				c->proxy = 2;
+			else
+				usage_error("invalid --proxy '%s' (v1 or v2)", optarg);
+			break;
+		case O_PROXY_SOURCE:
+			parse_proxy_source(c, optarg);
+			break;
 		case O_IO:
 			if (!strcmp(optarg, "auto"))
 				c->io = 0;
@@ -635,6 +694,8 @@ int main(int argc, char **argv)
 	}
 	if (retry_opts && !retry_given)
 		usage_error("--retry-delay and --retry-queue need --retry N");
+	if (c->proxy_src_given && !c->proxy)
+		usage_error("--proxy-source needs --proxy v1|v2");
 	c->argv_line = join_argv(argc, argv, auth_pass);
 	if ((uint64_t)c->threads > c->sessions)
 		c->threads = (int)c->sessions;

@@ -11,6 +11,7 @@
  * retries) are optional for merge: a report written before them adds
  * zeros.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -499,6 +500,18 @@ int bench_json(struct bench *b, const struct bench_stats *t, double secs, double
 	                    json_string(cc->auth_mech == CLIENT_MECH_PLAIN   ? "PLAIN"
 	                                : cc->auth_mech == CLIENT_MECH_LOGIN ? "LOGIN"
 	                                                                     : "auto"));
+	json_object_set_new(opt, "proxy",
+	                    json_string(c->proxy == 1   ? "v1"
+	                                : c->proxy == 2 ? "v2"
+	                                                : "none"));
+	if (c->proxy_src_given) {
+		char a[INET6_ADDRSTRLEN] = "?";
+		inet_ntop(c->proxy_src.family == 4 ? AF_INET : AF_INET6, c->proxy_src.b, a,
+		          sizeof(a));
+		json_object_set_new(opt, "proxy_source", json_string(a));
+	} else {
+		json_object_set_new(opt, "proxy_source", json_null());
+	}
 	json_object_set_new(doc, "options", opt);
 	json_object_set_new(doc, "stopped",
 	                    b->stop_reason[0] ? json_string(b->stop_reason) : json_null());

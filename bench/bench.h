@@ -93,8 +93,18 @@ struct bench_cfg {
 	bool proxy_port_given; /* its :PORT: else the connection's own port */
 	struct fault_ip proxy_src;
 	uint16_t proxy_port;
-	int io;         /* 0 auto, 1 io_uring, 2 epoll */
-	bool use_uring; /* what auto decided */
+	/* --segment I/N (segment.h): 1/1 without; sessions, messages, rate
+	 * and connect_rate above are then this instance's shares of these */
+	bool segmented; /* --segment given (even 1/1) */
+	uint32_t seg_index, seg_count;
+	uint32_t sessions_total;
+	uint64_t messages_total;
+	double rate_total, connect_rate_total;
+	bool start_at_given;  /* --start-at: wait for that wall-clock time */
+	uint64_t start_at_ns; /* ns since the epoch */
+	uint64_t started_ns;  /* wall clock (ns since the epoch) when the run began */
+	int io;               /* 0 auto, 1 io_uring, 2 epoll */
+	bool use_uring;       /* what auto decided */
 	uint64_t run_id;
 	char *argv_line;
 };
@@ -181,10 +191,11 @@ struct bench_thread {
 struct bench {
 	struct bench_cfg cfg;
 	struct bench_thread *th;
-	uint64_t start_ns; /* after warm-up: measurement begins */
-	uint64_t t0_ns;
+	uint64_t start_ns;       /* after warm-up: measurement begins */
+	uint64_t t0_ns;          /* the run begins: set by main before the threads go */
 	atomic_int stop;         /* set: every thread ends now (signal, no progress) */
-	pthread_barrier_t ready; /* every thread has set up its backend */
+	pthread_barrier_t ready; /* every thread has set up its backend, main has
+	                          * waited for --start-at and set t0_ns */
 	char stop_reason[200];
 };
 

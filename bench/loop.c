@@ -56,6 +56,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "sink/segment.h"
 
 uint64_t bench_now(void)
 {
@@ -461,8 +462,11 @@ static unsigned begin_attempt(struct loop *L, struct csess *s, uint64_t seq,
 static unsigned begin_message(struct loop *L, struct csess *s, uint64_t now)
 {
 	struct bench_thread *t = L->t;
+	const struct bench_cfg *c = &L->b->cfg;
 	const struct body *body = pick_body(L);
-	uint64_t seq = ((uint64_t)t->id << 40) | L->seq_next++;
+	/* thread id << 40 | its j-th number of this instance's residue mod N:
+	 * never one number in two instances (segment.h) */
+	uint64_t seq = segment_seq(c->seg_index, c->seg_count, (uint32_t)t->id, L->seq_next++);
 	uint64_t intended = now;
 
 	unclaim(L, s);
@@ -840,9 +844,15 @@ int bench_run(struct bench_thread *t)
 	L->open = t->nsess;
 	L->rr = (uint32_t)t->id;
 	L->last_progress = b->t0_ns;
+	/* open loop: this thread's slots of the whole run's one schedule at the
+	 * total rate, interleaved with the other threads' and instances'
+	 * (segment.h), so their starts are spread over the grid, not bunched */
 	if (t->rate > 0)
-		pace_init(&L->pace, b->t0_ns, t->rate);
-	L->next_sched_ns = b->t0_ns;
+		pace_init_share(&L->pace, b->t0_ns, c->rate_total,
+		                segment_slot(c->seg_index, c->seg_count, (uint32_t)t->id,
+		                             (uint32_t)c->threads, 0),
+		                (uint64_t)c->seg_count * (uint64_t)c->threads);
+	L->next_sched_ns = t->rate > 0 ? pace_next(&L->pace) : b->t0_ns;
 	if (c->connect_rate > 0) {
 		L->cr_interval = (uint64_t)(1e9 * c->threads / c->connect_rate);
 		L->cr_next = b->t0_ns + L->cr_interval * (uint64_t)t->id / (uint64_t)c->threads;

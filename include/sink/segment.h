@@ -19,6 +19,8 @@
  *     per generator thread).  Residues mod N keep instances apart, so no two
  *     instances ever use one number; with the same --threads everywhere each
  *     thread id's numbers are exactly 0 .. (its messages in the run) - 1.
+ *     The counter has 40 bits: 2^40 / N messages per thread and instance
+ *     (16 M with N = 65536) before it would reach the thread id.
  * Without --segment I = N = 1: the single-instance numbering and schedule.
  *
  * Every instance of a run stamps one run id, derived from --start-at and N

@@ -28,6 +28,7 @@
 #include "sink/client.h"
 #include "sink/hist.h"
 #include "sink/pace.h"
+#include "sink/proxy.h"
 #include "sink/stamp.h"
 #include "sink/uring.h"
 #include "retryq.h"
@@ -86,8 +87,24 @@ struct bench_cfg {
 	const char *json_path;
 	FILE *json; /* opened before the run so a bad path fails early */
 	bool quiet;
-	int io;         /* 0 auto, 1 io_uring, 2 epoll */
-	bool use_uring; /* what auto decided */
+	/* --proxy: a PROXY header first on every connection (loop.c) */
+	uint8_t proxy;         /* 0 none, 1 or 2: the header version */
+	bool proxy_src_given;  /* --proxy-source: else the connection's own address */
+	bool proxy_port_given; /* its :PORT: else the connection's own port */
+	struct fault_ip proxy_src;
+	uint16_t proxy_port;
+	/* --segment I/N (segment.h): 1/1 without; sessions, messages, rate
+	 * and connect_rate above are then this instance's shares of these */
+	bool segmented; /* --segment given (even 1/1) */
+	uint32_t seg_index, seg_count;
+	uint32_t sessions_total;
+	uint64_t messages_total;
+	double rate_total, connect_rate_total;
+	bool start_at_given;  /* --start-at: wait for that wall-clock time */
+	uint64_t start_at_ns; /* ns since the epoch */
+	uint64_t started_ns;  /* wall clock (ns since the epoch) when the run began */
+	int io;               /* 0 auto, 1 io_uring, 2 epoll */
+	bool use_uring;       /* what auto decided */
 	uint64_t run_id;
 	char *argv_line;
 };
@@ -174,10 +191,11 @@ struct bench_thread {
 struct bench {
 	struct bench_cfg cfg;
 	struct bench_thread *th;
-	uint64_t start_ns; /* after warm-up: measurement begins */
-	uint64_t t0_ns;
+	uint64_t start_ns;       /* after warm-up: measurement begins */
+	uint64_t t0_ns;          /* the run begins: set by main before the threads go */
 	atomic_int stop;         /* set: every thread ends now (signal, no progress) */
-	pthread_barrier_t ready; /* every thread has set up its backend */
+	pthread_barrier_t ready; /* every thread has set up its backend, main has
+	                          * waited for --start-at and set t0_ns */
 	char stop_reason[200];
 };
 
@@ -206,6 +224,11 @@ struct csess {
 	uint64_t msgs;    /* messages started on this connection */
 	const struct body *body;
 	char stamp[STAMP_LINE_LEN];
+	/* --proxy: the connection's PROXY header, sent before anything else
+	 * (before the greeting is read, before a ClientHello); pre_off of
+	 * pre_len octets are out */
+	char pre[PROXY_V1_MAX];
+	uint8_t pre_off, pre_len;
 	struct msghdr mh; /* io_uring: snapshot of the output being sent */
 	struct iovec iov[CLIENT_IOV_MAX];
 	/* TLS (tls.c); ssl is NULL on a plaintext connection */
@@ -214,8 +237,8 @@ struct csess {
 	struct ssl_session_st *resume; /* --tls-resume: this slot's last session */
 	char *obuf;                    /* ciphertext for the backend, per slot */
 	uint32_t ooff, olen;
-	uint8_t tls_hs; /* 0 up, 1 handshake in progress, 2 failed (tls.c) */
-	struct iovec tiov;
+	uint8_t tls_hs;    /* 0 up, 1 handshake in progress, 2 failed (tls.c) */
+	struct iovec tiov; /* drv_out() of the PROXY header or of obuf */
 };
 
 struct loop;
@@ -268,15 +291,24 @@ void drv_input(struct loop *L, struct csess *s, const char *p, size_t n);
 void drv_eof(struct loop *L, struct csess *s, int err);
 void drv_wrote(struct loop *L, struct csess *s, size_t n);
 
-/* What the backend sends: the client core's output as it is, or the TLS
- * layer's ciphertext.  Backends use only these two. */
+/* What the backend sends: the PROXY header while any of it is unsent,
+ * then the client core's output as it is, or the TLS layer's ciphertext.
+ * Backends use only these two. */
 static inline bool drv_has_output(const struct csess *s)
 {
+	if (s->pre_off < s->pre_len)
+		return true;
 	return s->ssl ? s->olen > 0 : client_has_output(&s->cl);
 }
 
 static inline const struct iovec *drv_out(struct csess *s, int *n)
 {
+	if (s->pre_off < s->pre_len) { /* alone: drv_wrote() never gets more than it */
+		s->tiov.iov_base = s->pre + s->pre_off;
+		s->tiov.iov_len = (size_t)(s->pre_len - s->pre_off);
+		*n = 1;
+		return &s->tiov;
+	}
 	if (!s->ssl)
 		return client_out(&s->cl, n);
 	s->tiov.iov_base = s->obuf + s->ooff;

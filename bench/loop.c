@@ -37,7 +37,16 @@
  * asks for it (CLIENT_ACT_TLS): received bytes go through tls_input(), the
  * core's output through tls_pump(), and the backend sends drv_out(); a
  * plaintext connection pays one pointer test for it.
+ *
+ * --proxy: the PROXY header (HAProxy's proxy-protocol.txt) is the first
+ * thing on the wire, so it is built here, at connect, and drv_out() hands it
+ * to the backend before any other output.  Not in the client core: the
+ * core's output goes through TLS, and with implicit TLS the header must go
+ * out in plaintext before the ClientHello (the receiver reads it before
+ * TLS-on-connect, as Exim and smtpsink do).  Its octets count in sent_bytes
+ * like every other octet written.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -47,6 +56,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "sink/segment.h"
 
 uint64_t bench_now(void)
 {
@@ -180,6 +190,7 @@ static void start_connect(struct loop *L, struct csess *s, uint64_t now)
 	s->msgs = 0;
 	s->send_busy = 0;
 	s->end_by_retry = 0;
+	s->pre_off = s->pre_len = 0;
 	L->t->st.conn_attempts++;
 	s->fd =
 	    socket(c->target[s->target].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -451,8 +462,11 @@ static unsigned begin_attempt(struct loop *L, struct csess *s, uint64_t seq,
 static unsigned begin_message(struct loop *L, struct csess *s, uint64_t now)
 {
 	struct bench_thread *t = L->t;
+	const struct bench_cfg *c = &L->b->cfg;
 	const struct body *body = pick_body(L);
-	uint64_t seq = ((uint64_t)t->id << 40) | L->seq_next++;
+	/* thread id << 40 | its j-th number of this instance's residue mod N:
+	 * never one number in two instances (segment.h) */
+	uint64_t seq = segment_seq(c->seg_index, c->seg_count, (uint32_t)t->id, L->seq_next++);
 	uint64_t intended = now;
 
 	unclaim(L, s);
@@ -536,20 +550,77 @@ void drv_act(struct loop *L, struct csess *s, unsigned act, uint64_t now)
 	handle(L, s, act, now);
 }
 
+/* port_of - the port of an AF_INET/AF_INET6 address, host order. */
+static uint16_t port_of(const struct sockaddr_storage *a)
+{
+	if (a->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)(const void *)a)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)(const void *)a)->sin6_port);
+}
+
+/* proxy_header - build s's PROXY header: from --proxy-source (else the
+ * connection's own address) and its port (else the connection's own
+ * ephemeral port, known only now), to the target; the two ends in one
+ * family (proxy_same_family).  0, or -1 with a reason in why. */
+static int proxy_header(struct loop *L, struct csess *s, const char **why)
+{
+	const struct bench_cfg *c = &L->b->cfg;
+	struct sockaddr_storage me;
+	socklen_t ml = sizeof(me);
+	struct fault_ip src, dst;
+	uint16_t sport;
+	size_t n;
+
+	if (getsockname(s->fd, (struct sockaddr *)&me, &ml)) {
+		*why = "PROXY header: getsockname failed";
+		return -1;
+	}
+	fault_ip_from_sockaddr((const struct sockaddr *)&me, &src);
+	sport = port_of(&me);
+	if (c->proxy_src_given)
+		src = c->proxy_src;
+	if (c->proxy_port_given)
+		sport = c->proxy_port;
+	fault_ip_from_sockaddr((const struct sockaddr *)&c->target[s->target], &dst);
+	if (proxy_same_family(&src, &dst)) {
+		*why = "PROXY header: the connection is neither IPv4 nor IPv6";
+		return -1;
+	}
+	n = c->proxy == 1 ? proxy_build_v1(s->pre, sizeof(s->pre), &src, sport, &dst,
+	                                   port_of(&c->target[s->target]))
+	                  : proxy_build_v2(s->pre, sizeof(s->pre), &src, sport, &dst,
+	                                   port_of(&c->target[s->target]));
+	if (!n) {
+		*why = "PROXY header: cannot be built";
+		return -1;
+	}
+	s->pre_off = 0;
+	s->pre_len = (uint8_t)n;
+	return 0;
+}
+
 void drv_connected(struct loop *L, struct csess *s, int err)
 {
 	uint64_t now = bench_now();
 	uint32_t gen = s->gen;
+	const char *why = NULL;
 	unsigned act;
 
+	if (!err && L->b->cfg.proxy && proxy_header(L, s, &why))
+		err = -1;
 	if (err) {
 		L->io->close(L, s);
-		attempt_failed(L, s, CLIENT_FAIL_CONNECT, strerror(err), now);
+		attempt_failed(L, s, CLIENT_FAIL_CONNECT, why ? why : strerror(err), now);
 		after_close(L, s, now);
 		return;
 	}
 	s->st = D_LIVE;
 	s->deadline = now + L->b->cfg.timeout_ns;
+	if (s->pre_len) { /* the header goes first, before any reply is read */
+		L->io->send(L, s);
+		if (s->gen != gen)
+			return;
+	}
 	act = client_start(&s->cl); /* implicit TLS: the handshake starts now */
 	if (act) {
 		handle(L, s, act, now);
@@ -600,6 +671,10 @@ void drv_eof(struct loop *L, struct csess *s, int err)
 void drv_wrote(struct loop *L, struct csess *s, size_t n)
 {
 	L->t->st.sent_bytes += n;
+	if (s->pre_off < s->pre_len) { /* drv_out() gave the header alone */
+		s->pre_off = (uint8_t)(s->pre_off + n);
+		return;
+	}
 	if (s->ssl) {
 		uint32_t gen = s->gen;
 		tls_wrote(L, s, n); /* may encrypt more, or find the session broken */
@@ -769,9 +844,15 @@ int bench_run(struct bench_thread *t)
 	L->open = t->nsess;
 	L->rr = (uint32_t)t->id;
 	L->last_progress = b->t0_ns;
+	/* open loop: this thread's slots of the whole run's one schedule at the
+	 * total rate, interleaved with the other threads' and instances'
+	 * (segment.h), so their starts are spread over the grid, not bunched */
 	if (t->rate > 0)
-		pace_init(&L->pace, b->t0_ns, t->rate);
-	L->next_sched_ns = b->t0_ns;
+		pace_init_share(&L->pace, b->t0_ns, c->rate_total,
+		                segment_slot(c->seg_index, c->seg_count, (uint32_t)t->id,
+		                             (uint32_t)c->threads, 0),
+		                (uint64_t)c->seg_count * (uint64_t)c->threads);
+	L->next_sched_ns = t->rate > 0 ? pace_next(&L->pace) : b->t0_ns;
 	if (c->connect_rate > 0) {
 		L->cr_interval = (uint64_t)(1e9 * c->threads / c->connect_rate);
 		L->cr_next = b->t0_ns + L->cr_interval * (uint64_t)t->id / (uint64_t)c->threads;

@@ -19,7 +19,13 @@
  * TLS (--starttls, --tls) and AUTH (--auth-user/--auth-pass) are options of
  * the client core and the TLS layer (tls.c); the password is never printed
  * and never written to the report: the command line in the JSON shows it
- * as "***".
+ * as "***".  --proxy puts a PROXY header before all of it (loop.c).
+ *
+ * Many hosts (segment.h): --segment I/N makes this instance one of N that
+ * together are one run - its share of the sessions, messages and rates, its
+ * own stamp sequence numbers, the run id all instances derive from
+ * --start-at and N - and --start-at holds it, set up and connected to
+ * nothing, until that wall-clock time, so all instances start together.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -33,11 +39,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
 #include "sink/addr.h"
 #include "sink/config.h"
+#include "sink/segment.h"
 #include "sink/units.h"
 #include "sink/uring.h"
 
@@ -100,6 +108,15 @@ static void usage(void)
 	    "      --retry-queue N      messages waiting for a retry, all threads\n"
 	    "                           [sessions x 256, at least 65536 a thread]\n"
 	    "      --bind ADDR[,ADDR]   source addresses (127.x) to spread ephemeral ports\n"
+	    "      --proxy v1|v2        send a PROXY protocol header first on every\n"
+	    "                           connection (before the greeting and TLS)\n"
+	    "      --proxy-source ADDR[:PORT]  the client address it claims [each\n"
+	    "                           connection's own address and port]\n"
+	    "      --segment I/N        instance I of N that together are one run: its\n"
+	    "                           share of sessions, messages and rates (all\n"
+	    "                           totals); needs --start-at\n"
+	    "      --start-at TIME      set up, then wait until TIME (RFC 3339 such as\n"
+	    "                           2026-11-30T01:00:00Z, or Unix seconds) to start\n"
 	    "      --io auto|uring|epoll  event backend; auto falls back to epoll [auto]\n"
 	    "  -j, --json FILE          full report with raw histogram counts (docs/json.md)\n"
 	    "  -q, --quiet              no live line\n"
@@ -145,6 +162,46 @@ static void add_binds(struct bench_cfg *c, const char *arg)
 		a->sin_family = AF_INET;
 		if (inet_pton(AF_INET, t, &a->sin_addr) != 1)
 			usage_error("invalid --bind address '%s'", t);
+	}
+}
+
+/* parse_proxy_source - --proxy-source ADDR, ADDR:PORT, [IPv6] or
+ * [IPv6]:PORT; numeric (the header carries addresses, not names).  A bare
+ * IPv6 address has no port: its colons are its own. */
+static void parse_proxy_source(struct bench_cfg *c, const char *arg)
+{
+	char buf[128], *host = buf, *port = NULL;
+
+	if (strlen(arg) >= sizeof(buf))
+		usage_error("invalid --proxy-source '%s'", arg);
+	strcpy(buf, arg);
+	if (buf[0] == '[') {
+		char *e = strchr(buf, ']');
+		if (!e || (e[1] && e[1] != ':'))
+			usage_error("invalid --proxy-source '%s' (unbalanced [ ])", arg);
+		*e = 0;
+		host = buf + 1;
+		if (e[1] == ':')
+			port = e + 2;
+	} else if (strchr(buf, ':') && strchr(buf, ':') == strrchr(buf, ':')) {
+		port = strchr(buf, ':'); /* one colon: IPv4:PORT */
+		*port++ = 0;
+	}
+	if (fault_ip_parse(host, &c->proxy_src))
+		usage_error("invalid --proxy-source '%s' (a numeric IPv4 or IPv6 address, "
+		            "ADDR:PORT or [IPv6]:PORT)",
+		            arg);
+	c->proxy_src_given = true;
+	if (port) {
+		unsigned long v = 0;
+		if (!*port)
+			usage_error("invalid --proxy-source '%s' (empty port)", arg);
+		for (const char *q = port; *q; q++)
+			if (*q < '0' || *q > '9' ||
+			    (v = v * 10 + (unsigned long)(*q - '0')) > 65535)
+				usage_error("invalid --proxy-source '%s' (port 0..65535)", arg);
+		c->proxy_port = (uint16_t)v;
+		c->proxy_port_given = true;
 	}
 }
 
@@ -244,6 +301,77 @@ static void build_body(struct body *b)
 }
 
 static struct bench B;
+
+/* wall_now - CLOCK_REALTIME in ns since the epoch (--start-at, the report). */
+static uint64_t wall_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* fmt_time - ns since the epoch as RFC 3339 UTC with milliseconds. */
+static void fmt_time(uint64_t ns, char *out, size_t n)
+{
+	time_t sec = (time_t)(ns / 1000000000ull);
+	struct tm tm;
+	size_t k;
+
+	gmtime_r(&sec, &tm);
+	k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + k, n - k, ".%03uZ", (unsigned)(ns % 1000000000ull / 1000000ull));
+}
+
+/* start_at_late - a --start-at more than 1 s past is a mistake (a stale
+ * command line, a host clock off): the instances would not start together,
+ * so it is refused rather than started late. */
+static void start_at_late(const struct bench_cfg *c)
+{
+	uint64_t now = wall_now();
+
+	if (c->start_at_given && now > c->start_at_ns + 1000000000ull)
+		usage_error("--start-at is %.1f s in the past",
+		            (double)(now - c->start_at_ns) / 1e9);
+}
+
+/* wait_start - hold until --start-at (wall clock).  Signals stay blocked and
+ * are taken here: SIGINT/SIGTERM while waiting stops the run before any
+ * connection.  The last 200 ms are one absolute sleep on CLOCK_REALTIME, so
+ * the instances' starts differ by their clocks' offsets, not by slices. */
+static void wait_start(const struct bench_cfg *c, const sigset_t *set)
+{
+	char when[40];
+	uint64_t now = wall_now();
+
+	if (now >= c->start_at_ns)
+		return;
+	fmt_time(c->start_at_ns, when, sizeof(when));
+	if (c->segmented)
+		fprintf(stderr, "smtpbench: segment %u/%u waiting %.1f s for --start-at %s\n",
+		        c->seg_index, c->seg_count, (double)(c->start_at_ns - now) / 1e9, when);
+	else
+		fprintf(stderr, "smtpbench: waiting %.1f s for --start-at %s\n",
+		        (double)(c->start_at_ns - now) / 1e9, when);
+	while ((now = wall_now()) + 200000000ull < c->start_at_ns) {
+		uint64_t d = c->start_at_ns - now - 200000000ull;
+		if (d > 1000000000ull)
+			d = 1000000000ull;
+		struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};
+		int sig = sigtimedwait(set, NULL, &ts);
+		if (sig > 0) {
+			snprintf(B.stop_reason, sizeof(B.stop_reason),
+			         "interrupted by %s while waiting for --start-at",
+			         sig == SIGINT ? "SIGINT" : "SIGTERM");
+			atomic_store(&B.stop, 1);
+			return;
+		}
+	}
+	struct timespec at = {(time_t)(c->start_at_ns / 1000000000ull),
+	                      (long)(c->start_at_ns % 1000000000ull)};
+	while (clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &at, NULL) == EINTR)
+		;
+}
 
 /* retry_cap - entries of thread t's retry queue: its share of
  * --retry-queue, or 256 per session and at least 65536 (32 octets each,
@@ -365,7 +493,11 @@ int main(int argc, char **argv)
 		O_AUTH_MECH,
 		O_RETRY,
 		O_RETRY_DELAY,
-		O_RETRY_QUEUE
+		O_RETRY_QUEUE,
+		O_PROXY,
+		O_PROXY_SOURCE,
+		O_SEGMENT,
+		O_START_AT
 	};
 	static const struct option opts[] = {
 	    {"target", required_argument, NULL, 't'},
@@ -400,6 +532,10 @@ int main(int argc, char **argv)
 	    {"retry", required_argument, NULL, O_RETRY},
 	    {"retry-delay", required_argument, NULL, O_RETRY_DELAY},
 	    {"retry-queue", required_argument, NULL, O_RETRY_QUEUE},
+	    {"proxy", required_argument, NULL, O_PROXY},
+	    {"proxy-source", required_argument, NULL, O_PROXY_SOURCE},
+	    {"segment", required_argument, NULL, O_SEGMENT},
+	    {"start-at", required_argument, NULL, O_START_AT},
 	    {"json", required_argument, NULL, 'j'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"version", no_argument, NULL, 'V'},
@@ -426,6 +562,7 @@ int main(int argc, char **argv)
 	c->timeout_ns = 30ull * 1000000000ull;
 	c->max_attempts = 5;
 	c->retry_delay_ns = 1000000000ull;
+	c->seg_index = c->seg_count = 1;
 	parse_sizes(c, "1k");
 	opterr = 0;
 	while ((o = getopt_long(argc, argv, ":t:c:T:m:d:r:s:R:j:qVh", opts, NULL)) != -1) {
@@ -537,6 +674,30 @@ int main(int argc, char **argv)
 		case O_BIND:
 			add_binds(c, optarg);
 			break;
+		case O_PROXY:
+			if (!strcmp(optarg, "v1"))
+				c->proxy = 1;
+			else if (!strcmp(optarg, "v2"))
+				c->proxy = 2;
+			else
+				usage_error("invalid --proxy '%s' (v1 or v2)", optarg);
+			break;
+		case O_PROXY_SOURCE:
+			parse_proxy_source(c, optarg);
+			break;
+		case O_SEGMENT:
+			if (segment_parse(optarg, &c->seg_index, &c->seg_count))
+				usage_error("invalid --segment '%s' (I/N with 1 <= I <= N <= %u)",
+				            optarg, SEGMENT_MAX);
+			c->segmented = true;
+			break;
+		case O_START_AT:
+			if (segment_parse_time(optarg, &c->start_at_ns))
+				usage_error("invalid --start-at '%s' (RFC 3339 such as "
+				            "2026-11-30T01:00:00Z, or Unix seconds)",
+				            optarg);
+			c->start_at_given = true;
+			break;
 		case O_IO:
 			if (!strcmp(optarg, "auto"))
 				c->io = 0;
@@ -635,6 +796,30 @@ int main(int argc, char **argv)
 	}
 	if (retry_opts && !retry_given)
 		usage_error("--retry-delay and --retry-queue need --retry N");
+	if (c->proxy_src_given && !c->proxy)
+		usage_error("--proxy-source needs --proxy v1|v2");
+	c->sessions_total = c->sessions;
+	c->messages_total = c->messages;
+	c->rate_total = c->rate;
+	c->connect_rate_total = c->connect_rate;
+	if (c->segmented) {
+		uint32_t i = c->seg_index, n = c->seg_count;
+		/* the run id comes from the start time: without one, instances
+		 * would stamp different runs */
+		if (!c->start_at_given)
+			usage_error("--segment needs --start-at: every instance derives the run "
+			            "id from it and starts at it");
+		if (c->sessions < n)
+			usage_error("--sessions %u is fewer than the %u segments", c->sessions, n);
+		if (c->messages && c->messages < n)
+			usage_error("--messages %llu is fewer than the %u segments",
+			            (unsigned long long)c->messages, n);
+		c->sessions = (uint32_t)segment_share(c->sessions, i, n);
+		c->messages = segment_share(c->messages, i, n);
+		c->rate = c->rate / n;
+		c->connect_rate = c->connect_rate / n;
+	}
+	start_at_late(c);
 	c->argv_line = join_argv(argc, argv, auth_pass);
 	if ((uint64_t)c->threads > c->sessions)
 		c->threads = (int)c->sessions;
@@ -688,13 +873,16 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < c->nbodies; i++)
 		build_body(&c->bodies[i]);
-	{
+	if (c->segmented) {
+		c->run_id = segment_run_id(c->start_at_ns, c->seg_count);
+	} else {
 		FILE *f = fopen("/dev/urandom", "rb");
 		if (!f || fread(&c->run_id, sizeof(c->run_id), 1, f) != 1)
 			c->run_id = (uint64_t)bench_now() ^ (uint64_t)getpid() << 32;
 		if (f)
 			fclose(f);
 	}
+	start_at_late(c); /* set-up took too long: the others would be ahead */
 
 	sigset_t set;
 	sigemptyset(&set);
@@ -705,10 +893,10 @@ int main(int argc, char **argv)
 	B.th = calloc((size_t)c->threads, sizeof(*B.th));
 	if (!B.th)
 		return 1;
-	B.t0_ns = bench_now();
-	B.start_ns = B.t0_ns + c->warmup_ns;
 	double cpu0 = cpu_now();
-	pthread_barrier_init(&B.ready, NULL, (unsigned)c->threads);
+	/* main waits at the barrier too: the threads set up their backends
+	 * while main waits for --start-at, and none starts before t0 is set */
+	pthread_barrier_init(&B.ready, NULL, (unsigned)c->threads + 1);
 	for (int i = 0, sid = 0; i < c->threads; i++) {
 		struct bench_thread *t = &B.th[i];
 		t->b = &B;
@@ -724,9 +912,17 @@ int main(int argc, char **argv)
 			t->retry_cap = retry_cap(c, t);
 		bench_stats_init(&t->st);
 		hist_init(&t->interval);
-		t->live.last_progress_ns = B.t0_ns;
 		pthread_create(&t->th, NULL, thread_main, t);
 	}
+	if (c->start_at_given)
+		wait_start(c, &set);
+	/* the run, its warm-up and its measured window begin now */
+	B.t0_ns = bench_now();
+	c->started_ns = wall_now();
+	B.start_ns = B.t0_ns + c->warmup_ns;
+	for (int i = 0; i < c->threads; i++)
+		B.th[i].live.last_progress_ns = B.t0_ns;
+	pthread_barrier_wait(&B.ready);
 
 	/* live line once a second; a signal or the watchdog stops the run */
 	uint64_t last = B.t0_ns, last_msgs = 0, last_bytes = 0;

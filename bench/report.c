@@ -11,6 +11,7 @@
  * retries) are optional for merge: a report written before them adds
  * zeros.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -251,6 +252,9 @@ void bench_report(struct bench *b, const struct bench_stats *tot, double secs, d
 			fprintf(stderr, "smtpbench: error: %s\n", b->th[i].first_errors[k]);
 	if (b->stop_reason[0])
 		fprintf(stderr, "smtpbench: stopped: %s\n", b->stop_reason);
+	if (b->cfg.segmented)
+		fprintf(stderr, "smtpbench: segment %u/%u of run %016llx\n", b->cfg.seg_index,
+		        b->cfg.seg_count, (unsigned long long)b->cfg.run_id);
 	report_core(tot, secs, b->cfg.rate > 0, b->cfg.retry > 0);
 	fprintf(stderr, "  generator CPU %.2f s (%.2f us/msg, %.0f%% of %d threads)\n", cpu,
 	        tot->attempted ? cpu * 1e6 / (double)tot->attempted : 0.0,
@@ -465,6 +469,22 @@ int bench_json(struct bench *b, const struct bench_stats *t, double secs, double
 	free(cmd);
 	snprintf(buf, sizeof(buf), "%016llx", (unsigned long long)c->run_id);
 	json_object_set_new(doc, "run_id", json_string(buf));
+	/* many hosts: which part of which run this was, and when it began (wall
+	 * clock, Unix seconds), so the instances' starts can be compared */
+	if (c->segmented)
+		json_object_set_new(
+		    doc, "segment",
+		    json_pack("{s:I, s:I, s:I, s:I, s:f, s:f}", "index", (json_int_t)c->seg_index,
+		              "count", (json_int_t)c->seg_count, "sessions_total",
+		              (json_int_t)c->sessions_total, "messages_total",
+		              (json_int_t)c->messages_total, "rate_total", c->rate_total,
+		              "connect_rate_total", c->connect_rate_total));
+	else
+		json_object_set_new(doc, "segment", json_null());
+	json_object_set_new(doc, "start_at",
+	                    c->start_at_given ? json_real((double)c->start_at_ns / 1e9)
+	                                      : json_null());
+	json_object_set_new(doc, "started_at", json_real((double)c->started_ns / 1e9));
 	json_object_set_new(opt, "sessions", ju(c->sessions));
 	json_object_set_new(opt, "threads", json_integer(c->threads));
 	json_object_set_new(opt, "messages", ju(c->messages));
@@ -499,6 +519,18 @@ int bench_json(struct bench *b, const struct bench_stats *t, double secs, double
 	                    json_string(cc->auth_mech == CLIENT_MECH_PLAIN   ? "PLAIN"
 	                                : cc->auth_mech == CLIENT_MECH_LOGIN ? "LOGIN"
 	                                                                     : "auto"));
+	json_object_set_new(opt, "proxy",
+	                    json_string(c->proxy == 1   ? "v1"
+	                                : c->proxy == 2 ? "v2"
+	                                                : "none"));
+	if (c->proxy_src_given) {
+		char a[INET6_ADDRSTRLEN] = "?";
+		inet_ntop(c->proxy_src.family == 4 ? AF_INET : AF_INET6, c->proxy_src.b, a,
+		          sizeof(a));
+		json_object_set_new(opt, "proxy_source", json_string(a));
+	} else {
+		json_object_set_new(opt, "proxy_source", json_null());
+	}
 	json_object_set_new(doc, "options", opt);
 	json_object_set_new(doc, "stopped",
 	                    b->stop_reason[0] ? json_string(b->stop_reason) : json_null());

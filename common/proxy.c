@@ -20,6 +20,7 @@
 #include "sink/proxy.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -516,4 +517,26 @@ size_t proxy_build_v2(char *buf, size_t cap, const struct fault_ip *src, uint16_
 	o[2] = (uint8_t)(dst_port >> 8);
 	o[3] = (uint8_t)dst_port;
 	return len;
+}
+
+/* map4 - a.b.c.d as ::ffff:a.b.c.d. */
+static void map4(struct fault_ip *ip)
+{
+	uint8_t a[4];
+
+	memcpy(a, ip->b, 4);
+	memset(ip->b, 0, 10);
+	ip->b[10] = ip->b[11] = 0xff;
+	memcpy(ip->b + 12, a, 4);
+	ip->family = 6;
+}
+
+int proxy_same_family(struct fault_ip *src, struct fault_ip *dst)
+{
+	if ((src->family != 4 && src->family != 6) || (dst->family != 4 && dst->family != 6))
+		return -EINVAL;
+	if (src->family == dst->family)
+		return 0;
+	map4(src->family == 6 ? dst : src);
+	return 0;
 }

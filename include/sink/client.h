@@ -48,7 +48,10 @@
  * again later, on this connection or another.  Nothing in the session
  * itself changes for a retry: a new attempt is a new transaction.
  *
- * PROXY is meant to become a state of this machine too.
+ * The PROXY header of smtpbench --proxy is not a state of this machine: it
+ * precedes TLS-on-connect, while everything the core writes goes through
+ * the TLS layer, so the driver writes it ahead of the core's output
+ * (bench/loop.c); the core starts at the greeting as always.
  */
 #ifndef SINK_CLIENT_H
 #define SINK_CLIENT_H

@@ -14,21 +14,38 @@
 
 struct pace {
 	uint64_t start_ns;
-	double rate; /* messages per second, > 0 */
-	uint64_t k;  /* next slot */
+	double rate;     /* messages per second of the whole schedule, > 0 */
+	uint64_t phase;  /* this consumer's first slot of it */
+	uint64_t stride; /* and every stride-th after it, >= 1 */
+	uint64_t k;      /* next slot (of this consumer's) */
 };
 
 static inline void pace_init(struct pace *p, uint64_t start_ns, double rate)
 {
 	p->start_ns = start_ns;
 	p->rate = rate;
+	p->phase = 0;
+	p->stride = 1;
 	p->k = 0;
 }
 
-/* pace_at - intended start of slot k. */
+/* pace_init_share - one of several consumers of one schedule at rate (in
+ * all): slots phase, phase + stride, ... of it, at rate / stride.  The
+ * consumers phase = 0 .. stride-1 together take every slot once, on the one
+ * schedule's grid, so their starts interleave instead of coinciding (the
+ * threads of smtpbench, and its instances with --segment; segment.h). */
+static inline void pace_init_share(struct pace *p, uint64_t start_ns, double rate, uint64_t phase,
+                                   uint64_t stride)
+{
+	pace_init(p, start_ns, rate);
+	p->phase = phase;
+	p->stride = stride;
+}
+
+/* pace_at - intended start of slot k (of this consumer's). */
 static inline uint64_t pace_at(const struct pace *p, uint64_t k)
 {
-	return p->start_ns + (uint64_t)((double)k * 1e9 / p->rate);
+	return p->start_ns + (uint64_t)((double)(p->phase + k * p->stride) * 1e9 / p->rate);
 }
 
 /* pace_next - intended start of the next slot (not taken). */

@@ -74,11 +74,20 @@ enum proxy_status proxy_parse(const void *p, size_t n, struct proxy_hdr *h,
 
 /* proxy_build_v1 / proxy_build_v2 - write a PROXY (command PROXY, TCP)
  * header for src -> dst into buf; the octets written, or 0 when cap is too
- * small or the families differ / are unknown (v1 cannot mix them; smtpbench
- * maps the destination to the source's family before calling). */
+ * small or the families differ / are unknown (neither version can mix them;
+ * smtpbench calls proxy_same_family() first). */
 size_t proxy_build_v1(char *buf, size_t cap, const struct fault_ip *src, uint16_t src_port,
                       const struct fault_ip *dst, uint16_t dst_port);
 size_t proxy_build_v2(char *buf, size_t cap, const struct fault_ip *src, uint16_t src_port,
                       const struct fault_ip *dst, uint16_t dst_port);
+
+/* proxy_same_family - give src and dst one family, as a header needs: the
+ * destination takes the source's family (an IPv4 destination beside an IPv6
+ * source becomes ::ffff:a.b.c.d, RFC 4291 2.5.5.2); only an IPv6
+ * destination beside an IPv4 source, which has no IPv4 form, makes the
+ * source ::ffff:a.b.c.d instead.  Either way a receiver that reads mapped
+ * addresses as IPv4 (smtpsink, Postfix) sees the IPv4 address it was given.
+ * 0, or -EINVAL when a family is unknown (nothing changed then). */
+int proxy_same_family(struct fault_ip *src, struct fault_ip *dst);
 
 #endif

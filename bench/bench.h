@@ -13,6 +13,9 @@
  *   retryq.c    per-thread retry queue (--retry): a bounded min-heap on due
  *               time, pure code
  *   report.c    text report, JSON report (jansson), merge
+ *   ivl.c       --interval-log: per-thread interval histograms, their
+ *               lock-free hand-over and collection, merge's alignment
+ *   ivllog.c    --interval-log: the JSON Lines file, written and read
  */
 #ifndef SINK_BENCH_H
 #define SINK_BENCH_H
@@ -31,6 +34,7 @@
 #include "sink/stamp.h"
 #include "sink/uring.h"
 #include "retryq.h"
+#include "ivl.h"
 
 #define BENCH_MAX_TARGETS  16
 #define BENCH_MAX_SIZES    16
@@ -85,6 +89,10 @@ struct bench_cfg {
 	uint64_t retry_queue; /* --retry-queue: entries in all threads, 0 = default */
 	const char *json_path;
 	FILE *json; /* opened before the run so a bad path fails early */
+	/* --interval-log (ivllog.c) */
+	const char *ivl_path;
+	FILE *ivl;       /* opened before the run, as json */
+	uint64_t ivl_ns; /* --interval: a whole number of ms */
 	bool quiet;
 	int io;         /* 0 auto, 1 io_uring, 2 epoll */
 	bool use_uring; /* what auto decided */
@@ -164,6 +172,8 @@ struct bench_thread {
 	struct bench_stats st;
 	struct bench_live live;
 	struct hist interval; /* for the live p99, reset each second */
+	/* --interval-log: this thread's intervals; all zero when off */
+	struct ivl_thread ivl;
 	char first_errors[BENCH_FIRST_ERRORS][200];
 	int nfirst;
 	uint64_t end_ns;    /* when this thread's last session ended */
@@ -174,6 +184,8 @@ struct bench_thread {
 struct bench {
 	struct bench_cfg cfg;
 	struct bench_thread *th;
+	/* --interval-log: the writer (ivllog.c), NULL when off */
+	struct ivl_log *ilog;
 	uint64_t start_ns; /* after warm-up: measurement begins */
 	uint64_t t0_ns;
 	atomic_int stop;         /* set: every thread ends now (signal, no progress) */
@@ -306,5 +318,17 @@ int bench_json(struct bench *b, const struct bench_stats *tot, double secs, doub
 int bench_merge(int argc, char **argv);
 void bench_stats_init(struct bench_stats *s);
 void bench_stats_add(struct bench_stats *dst, const struct bench_stats *src);
+char *bench_utf8_clean(const char *s); /* malloc'd valid UTF-8 copy (report.c) */
+
+/* --- --interval-log (ivllog.c) ------------------------------------------------------- */
+
+/* A run: open the file before anything else (exit 2 when it cannot be
+ * written), start before the threads (header, clock offset, per-thread
+ * queues), poll from the reporting loop, finish after the threads ended
+ * (the rest, the end line; -1 with errno when a write failed). */
+int ivl_log_open(struct bench_cfg *c);
+int ivl_log_start(struct bench *b);
+void ivl_log_poll(struct bench *b);
+int ivl_log_finish(struct bench *b, uint64_t end_ns);
 
 #endif

@@ -306,6 +306,11 @@ static char *utf8_clean(const char *s)
 	return o;
 }
 
+char *bench_utf8_clean(const char *s)
+{
+	return utf8_clean(s);
+}
+
 static json_t *ju(uint64_t v)
 {
 	return json_integer((json_int_t)v);

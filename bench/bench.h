@@ -331,4 +331,28 @@ int ivl_log_start(struct bench *b);
 void ivl_log_poll(struct bench *b);
 int ivl_log_finish(struct bench *b, uint64_t end_ns);
 
+/* merge: logs read so far, aligned by wall-clock start. */
+struct ivl_totals {
+	int logs;
+	int64_t interval_ms;
+	uint64_t aligned;            /* intervals with at least one log in them */
+	uint64_t measured_intervals; /* those not marked warm-up */
+	int64_t first_ms, last_ms;   /* start of the first and last of them */
+	uint64_t n[IVL_N];           /* outcomes, every interval */
+	uint64_t measured;           /* delivered + partial outside warm-up */
+	uint64_t measured_ms;        /* time covered outside warm-up */
+	struct hist h;               /* message latency outside warm-up */
+};
+struct ivl_merge;
+struct ivl_merge *ivl_merge_new(void);
+bool ivl_merge_is_log(const char *buf, size_t n);
+/* ivl_merge_add - check and keep one log (buf NUL-terminated); -1 with
+ * the line and key in err. */
+int ivl_merge_add(struct ivl_merge *m, const char *file, const char *buf, size_t n, char *err,
+                  size_t errlen);
+int ivl_merge_nlogs(const struct ivl_merge *m);
+/* ivl_merge_finish - align, write the CSV rows (csv may be NULL), sum. */
+int ivl_merge_finish(struct ivl_merge *m, FILE *csv, struct ivl_totals *t);
+void ivl_merge_free(struct ivl_merge *m);
+
 #endif

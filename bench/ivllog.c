@@ -227,3 +227,419 @@ int ivl_log_finish(struct bench *b, uint64_t end_ns)
 	b->ilog = NULL;
 	return ret;
 }
+
+/* --- reading (merge) ---------------------------------------------------------------- */
+
+struct ivl_merge {
+	struct ivl_input *in;
+	int n, cap;
+	int64_t interval_ms;
+	const char *first; /* the log that set interval_ms */
+};
+
+struct ictx {
+	char *err;
+	size_t errlen;
+	size_t line;
+};
+
+__attribute__((format(printf, 2, 3))) static int bad(struct ictx *x, const char *fmt, ...)
+{
+	va_list ap;
+	int k = 0;
+
+	if (x->err[0])
+		return -1;
+	if (x->line)
+		k = snprintf(x->err, x->errlen, "line %zu: ", x->line);
+	va_start(ap, fmt);
+	vsnprintf(x->err + k, x->errlen - (size_t)k, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int get_int(struct ictx *x, json_t *o, const char *sec, const char *key, int64_t *out,
+                   bool nonneg)
+{
+	json_t *v = json_is_object(o) ? json_object_get(o, key) : NULL;
+
+	if (!json_is_integer(v) || (nonneg && json_integer_value(v) < 0))
+		return bad(x, "missing or invalid \"%s%s%s\" (%s integer)", sec, *sec ? "." : "",
+		           key, nonneg ? "a non-negative" : "an");
+	*out = json_integer_value(v);
+	return 0;
+}
+
+static int get_u(struct ictx *x, json_t *o, const char *sec, const char *key, uint64_t *out)
+{
+	int64_t v;
+
+	if (get_int(x, o, sec, key, &v, true))
+		return -1;
+	*out = (uint64_t)v;
+	return 0;
+}
+
+static int get_bool(struct ictx *x, json_t *o, const char *key, bool *out)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (!json_is_boolean(v))
+		return bad(x, "missing or invalid \"%s\" (true or false)", key);
+	*out = json_is_true(v);
+	return 0;
+}
+
+static const char *str_of(json_t *o, const char *key)
+{
+	json_t *v = json_is_object(o) ? json_object_get(o, key) : NULL;
+
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* first_value - the first JSON value in buf, or NULL. */
+static json_t *first_value(const char *buf, size_t n)
+{
+	json_error_t je;
+
+	return json_loadb(buf, n, JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES, &je);
+}
+
+bool ivl_merge_is_log(const char *buf, size_t n)
+{
+	json_t *o = first_value(buf, n);
+	const char *p = str_of(o, "program"), *k = str_of(o, "kind");
+	bool yes = p && k && !strcmp(p, "smtpbench") && !strcmp(k, IVL_KIND);
+
+	json_decref(o);
+	return yes;
+}
+
+struct ivl_merge *ivl_merge_new(void)
+{
+	return calloc(1, sizeof(struct ivl_merge));
+}
+
+int ivl_merge_nlogs(const struct ivl_merge *m)
+{
+	return m->n;
+}
+
+static void free_input(struct ivl_input *in)
+{
+	for (size_t i = 0; i < in->n; i++) {
+		free(in->v[i].bi);
+		free(in->v[i].bc);
+	}
+	free(in->v);
+	in->v = NULL;
+	in->n = 0;
+}
+
+void ivl_merge_free(struct ivl_merge *m)
+{
+	if (!m)
+		return;
+	for (int i = 0; i < m->n; i++)
+		free_input(&m->in[i]);
+	free(m->in);
+	free(m);
+}
+
+/* header - line 1: what wrote it, and the layout; only identical layouts
+ * and interval lengths can be added. */
+static int header(struct ictx *x, struct ivl_merge *m, const char *file, json_t *o)
+{
+	json_t *h = json_object_get(o, "histogram");
+	const char *unit = str_of(h, "unit");
+	int64_t v;
+
+	if (get_int(x, o, "", "format", &v, true))
+		return -1;
+	if (v != IVL_FORMAT)
+		return bad(x,
+		           "\"format\" is %lld; this smtpbench reads interval log format %d only",
+		           (long long)v, IVL_FORMAT);
+	if (!json_is_object(h))
+		return bad(x, "missing \"histogram\" (the layout)");
+	if (get_int(x, h, "histogram", "sub_bits", &v, true))
+		return -1;
+	if (v != HIST_SUB_BITS)
+		return bad(x,
+		           "incompatible histogram layout: \"histogram.sub_bits\" is %lld (this "
+		           "smtpbench adds only sub_bits %d, unit ns)",
+		           (long long)v, HIST_SUB_BITS);
+	if (!unit || strcmp(unit, "ns"))
+		return bad(x,
+		           "incompatible histogram layout: \"histogram.unit\" is %s (this "
+		           "smtpbench adds only sub_bits %d, unit ns)",
+		           unit ? unit : "missing", HIST_SUB_BITS);
+	if (!str_of(h, "value") || strcmp(str_of(h, "value"), "message"))
+		return bad(x, "\"histogram.value\" is not \"message\"");
+	if (get_int(x, o, "", "interval_ms", &v, true))
+		return -1;
+	if (v <= 0)
+		return bad(x, "\"interval_ms\" is 0");
+	if (m->interval_ms && v != m->interval_ms)
+		return bad(x,
+		           "\"interval_ms\" is %lld, %s has %lld: intervals of different lengths "
+		           "cannot be aligned",
+		           (long long)v, m->first, (long long)m->interval_ms);
+	if (!m->interval_ms) {
+		m->interval_ms = v;
+		m->first = file;
+	}
+	return 0;
+}
+
+static int interval(struct ictx *x, struct ivl_merge *m, json_t *o, struct ivl_line *l,
+                    const struct ivl_line *prev)
+{
+	json_t *msg = json_object_get(o, "messages"), *bk, *e;
+	int64_t start, len, cov;
+	uint64_t total = 0;
+	size_t i;
+
+	if (get_int(x, o, "", "start_ms", &start, false) ||
+	    get_int(x, o, "", "length_ms", &len, true) ||
+	    get_int(x, o, "", "covered_ms", &cov, true))
+		return -1;
+	if (len != m->interval_ms)
+		return bad(x, "\"length_ms\" is %lld, the header says %lld", (long long)len,
+		           (long long)m->interval_ms);
+	if (start % m->interval_ms)
+		return bad(x, "\"start_ms\" %lld is not a multiple of the interval (%lld ms)",
+		           (long long)start, (long long)m->interval_ms);
+	l->k = start / m->interval_ms;
+	if (prev && l->k <= prev->k)
+		return bad(x, "\"start_ms\" %lld is not after the line before", (long long)start);
+	if (cov > len)
+		return bad(x, "\"covered_ms\" is more than \"length_ms\"");
+	l->covered_ms = cov;
+	if (get_bool(x, o, "warmup", &l->warmup) || get_bool(x, o, "partial", &l->partial))
+		return -1;
+	if (!json_is_object(msg))
+		return bad(x, "missing \"messages\"");
+	for (int j = 0; j < IVL_N; j++)
+		if (get_u(x, msg, "messages", outcome_key[j], &l->n[j]))
+			return -1;
+	if (get_u(x, o, "", "count", &l->count) || get_u(x, o, "", "min", &l->min) ||
+	    get_u(x, o, "", "max", &l->max) || get_u(x, o, "", "sum", &l->sum))
+		return -1;
+	if (l->count != l->n[IVL_DELIVERED] + l->n[IVL_PARTIAL])
+		return bad(
+		    x,
+		    "\"count\" is %llu, but \"messages.delivered\" + \"messages.partial\" is "
+		    "%llu",
+		    (unsigned long long)l->count,
+		    (unsigned long long)(l->n[IVL_DELIVERED] + l->n[IVL_PARTIAL]));
+	bk = json_object_get(o, "buckets");
+	if (!json_is_array(bk))
+		return bad(x, "\"buckets\" is not an array");
+	l->nb = (uint32_t)json_array_size(bk);
+	l->bi = malloc((l->nb + 1) * sizeof(*l->bi));
+	l->bc = malloc((l->nb + 1) * sizeof(*l->bc));
+	if (!l->bi || !l->bc)
+		return bad(x, "out of memory");
+	json_array_foreach(bk, i, e)
+	{
+		json_t *a = json_array_get(e, 0), *c = json_array_get(e, 1);
+		if (!json_is_array(e) || json_array_size(e) != 2 || !json_is_integer(a) ||
+		    !json_is_integer(c) || json_integer_value(a) < 0 ||
+		    json_integer_value(a) >= HIST_BUCKETS || json_integer_value(c) < 0)
+			return bad(x, "\"buckets\": bucket %zu is not [index, count]", i);
+		l->bi[i] = (uint32_t)json_integer_value(a);
+		l->bc[i] = (uint64_t)json_integer_value(c);
+		if (total + l->bc[i] < total)
+			return bad(x, "\"buckets\" overflow when added");
+		total += l->bc[i];
+	}
+	if (total != l->count)
+		return bad(x, "\"buckets\" add up to %llu, \"count\" says %llu",
+		           (unsigned long long)total, (unsigned long long)l->count);
+	if (l->count && l->min > l->max)
+		return bad(x, "\"min\" is more than \"max\"");
+	return 0;
+}
+
+/* trailer - the end line: the log is whole only when its totals are the
+ * sums of its lines. */
+static int trailer(struct ictx *x, json_t *o, const struct ivl_input *in)
+{
+	json_t *msg = json_object_get(o, "messages");
+	uint64_t n, want[IVL_N] = {0};
+
+	if (!json_is_true(json_object_get(o, "end")))
+		return bad(x, "\"end\" is not true");
+	if (get_u(x, o, "", "intervals", &n))
+		return -1;
+	if (n != in->n)
+		return bad(x, "\"intervals\" is %llu, the log has %zu interval lines",
+		           (unsigned long long)n, in->n);
+	for (size_t i = 0; i < in->n; i++)
+		for (int j = 0; j < IVL_N; j++)
+			want[j] += in->v[i].n[j];
+	if (!json_is_object(msg))
+		return bad(x, "missing \"messages\"");
+	for (int j = 0; j < IVL_N; j++) {
+		if (get_u(x, msg, "messages", outcome_key[j], &n))
+			return -1;
+		if (n != want[j])
+			return bad(x, "\"messages.%s\" is %llu, the interval lines add up to %llu",
+			           outcome_key[j], (unsigned long long)n,
+			           (unsigned long long)want[j]);
+	}
+	return 0;
+}
+
+int ivl_merge_add(struct ivl_merge *m, const char *file, const char *buf, size_t n, char *err,
+                  size_t errlen)
+{
+	struct ictx x = {.err = err, .errlen = errlen};
+	struct ivl_input in = {.name = file};
+	size_t cap = 0;
+	bool ended = false;
+	int ret = 0;
+
+	err[0] = 0;
+	for (size_t off = 0; off < n && !ret;) {
+		const char *p = buf + off, *nl = memchr(p, '\n', n - off);
+		size_t len = nl ? (size_t)(nl - p) : n - off;
+		json_error_t je;
+		json_t *o;
+
+		off += len + (nl != NULL);
+		x.line++;
+		if (strspn(p, " \t\r") >= len && x.line > 1)
+			continue; /* a blank line (the last newline, a CRLF file) */
+		if (ended) {
+			ret = bad(&x, "a line after the end line");
+			break;
+		}
+		o = json_loadb(p, len, JSON_REJECT_DUPLICATES, &je);
+		if (!json_is_object(o)) {
+			if (o)
+				ret = bad(&x, "not a JSON object");
+			else
+				ret = bad(&x, "not valid JSON: %s (column %d)", je.text, je.column);
+			json_decref(o);
+			break;
+		}
+		if (x.line == 1) {
+			ret = header(&x, m, file, o);
+		} else if (json_object_get(o, "end")) {
+			ret = trailer(&x, o, &in);
+			ended = true;
+		} else {
+			if (in.n == cap) {
+				struct ivl_line *v;
+				cap = cap ? 2 * cap : 64;
+				v = realloc(in.v, cap * sizeof(*v));
+				if (!v) {
+					json_decref(o);
+					ret = bad(&x, "out of memory");
+					break;
+				}
+				in.v = v;
+			}
+			memset(&in.v[in.n], 0, sizeof(in.v[0]));
+			in.n++; /* counted before it is read: freed on error too */
+			ret =
+			    interval(&x, m, o, &in.v[in.n - 1], in.n > 1 ? &in.v[in.n - 2] : NULL);
+		}
+		json_decref(o);
+	}
+	if (!ret && !ended) {
+		x.line = 0;
+		ret = bad(&x, "no end line: the log is incomplete (smtpbench was killed, or "
+		              "is still running)");
+	}
+	if (!ret && m->n == m->cap) {
+		int cap2 = m->cap ? 2 * m->cap : 8;
+		struct ivl_input *v = realloc(m->in, (size_t)cap2 * sizeof(*v));
+		if (!v) {
+			x.line = 0;
+			ret = bad(&x, "out of memory");
+		} else {
+			m->in = v;
+			m->cap = cap2;
+		}
+	}
+	if (ret) {
+		free_input(&in);
+		return -1;
+	}
+	m->in[m->n++] = in;
+	return 0;
+}
+
+/* --- merge output ------------------------------------------------------------------- */
+
+struct csv {
+	FILE *f;
+	int64_t ms;
+	struct ivl_totals *t;
+};
+
+static void ms_field(FILE *f, bool have, uint64_t ns)
+{
+	if (have)
+		fprintf(f, ",%" PRIu64 ".%06" PRIu64, ns / 1000000, ns % 1000000);
+	else
+		fputc(',', f);
+}
+
+static int row(void *ctx, const struct ivl_aligned *a)
+{
+	struct csv *c = ctx;
+	struct ivl_totals *t = c->t;
+	int64_t start = a->k * c->ms;
+	uint64_t done = a->n[IVL_DELIVERED] + a->n[IVL_PARTIAL];
+
+	if (!t->aligned)
+		t->first_ms = start;
+	t->last_ms = start;
+	t->aligned++;
+	for (int j = 0; j < IVL_N; j++)
+		t->n[j] += a->n[j];
+	if (!a->warmup) {
+		t->measured += done;
+		t->measured_intervals++;
+		t->measured_ms += (uint64_t)a->covered_ms;
+		hist_merge(&t->h, &a->h);
+	}
+	if (!c->f)
+		return 0;
+	/* start: Unix seconds with milliseconds, exact (integer arithmetic) */
+	fprintf(c->f, "%s%" PRId64 ".%03" PRId64 ",%" PRId64 ".%03" PRId64 ",%.3f",
+	        start < 0 ? "-" : "", (start < 0 ? -start : start) / 1000,
+	        (start < 0 ? -start : start) % 1000, c->ms / 1000, c->ms % 1000,
+	        (double)done * 1000.0 / (double)c->ms);
+	ms_field(c->f, a->h.count, hist_quantile(&a->h, 0.5));
+	ms_field(c->f, a->h.count, hist_quantile(&a->h, 0.99));
+	ms_field(c->f, a->h.count, a->h.max);
+	fprintf(c->f, ",%d,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%d,%d\n", a->inputs,
+	        a->n[IVL_DELIVERED], a->n[IVL_PARTIAL], a->n[IVL_FAILED], a->warmup, a->partial);
+	return 0;
+}
+
+int ivl_merge_finish(struct ivl_merge *m, FILE *csvf, struct ivl_totals *t)
+{
+	struct ivl_aligned *a = malloc(sizeof(*a));
+	struct csv c = {.f = csvf, .ms = m->interval_ms, .t = t};
+	int ret;
+
+	if (!a)
+		return -1;
+	memset(t, 0, offsetof(struct ivl_totals, h));
+	hist_init(&t->h);
+	t->logs = m->n;
+	t->interval_ms = m->interval_ms;
+	if (csvf)
+		fputs("start,length_s,msgs_per_s,p50_ms,p99_ms,max_ms,inputs,delivered,partial,"
+		      "failed,warmup,partial_interval\n",
+		      csvf);
+	ret = ivl_align(m->in, m->n, a, row, &c);
+	free(a);
+	return ret;
+}

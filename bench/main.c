@@ -57,7 +57,7 @@ static void usage(void)
 {
 	printf(
 	    "Usage: smtpbench --target HOST:PORT [OPTION]...\n"
-	    "       smtpbench merge [--json OUT] FILE.json|-...\n"
+	    "       smtpbench merge [--json OUT] [--csv OUT] FILE.json|FILE.jsonl|-...\n"
 	    "SMTP load generator: many concurrent sessions, honest latency.\n\n"
 	    "  -t, --target HOST:PORT   server (repeatable: sessions spread over targets)\n"
 	    "  -c, --sessions N         concurrent sessions [10]\n"
@@ -108,8 +108,11 @@ static void usage(void)
 	    "      --interval DUR       its interval, 100ms to 1h in whole ms [1s]\n"
 	    "  -q, --quiet              no live line\n"
 	    "  -V, --version, -h, --help\n\n"
+	    "merge adds the counts of reports and/or interval logs (never percentiles);\n"
+	    "--csv OUT writes one row per aligned interval (start, msgs/s, p50, p99,\n"
+	    "max, inputs).\n\n"
 	    "Exit status: 0 all delivered, 1 any failure, early end or signal, 2 usage\n"
-	    "error (merge: unreadable or incompatible report).\n");
+	    "error (merge: unreadable or incompatible report or interval log).\n");
 }
 
 static void add_target(struct bench_cfg *c, const char *arg)

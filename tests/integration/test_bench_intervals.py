@@ -102,7 +102,9 @@ class Intervals(unittest.TestCase):
                 time.sleep(0.4)
             for p in procs:
                 out, err = p.communicate(timeout=60 * SLOW)
-                assert p.returncode == 0, err.decode(errors="replace")
+                err = err.decode(errors="replace")
+                assert p.returncode == 0, err
+                assert not any(m in err for m in sinklib.SANITIZER_MARKS), err
             s.stop()
             cls.sink_messages = s.counters()["messages"]
             cls.verify = s.summary["verify"]
@@ -413,6 +415,7 @@ class Intervals(unittest.TestCase):
             p.send_signal(signal.SIGINT)
             _, err = p.communicate(timeout=30 * SLOW)
             self.assertEqual(p.returncode, 1, err)
+            self.assertFalse(any(m.encode() in err for m in sinklib.SANITIZER_MARKS), err)
             head, lines, end = read_log(log)
             self.assertEqual(end["stopped"], "interrupted by SIGINT")
             self.assertTrue(lines[-1]["partial"])

@@ -13,6 +13,9 @@
  *   retryq.c    per-thread retry queue (--retry): a bounded min-heap on due
  *               time, pure code
  *   report.c    text report, JSON report (jansson), merge
+ *   ivl.c       --interval-log: per-thread interval histograms, their
+ *               lock-free hand-over and collection, merge's alignment
+ *   ivllog.c    --interval-log: the JSON Lines file, written and read
  */
 #ifndef SINK_BENCH_H
 #define SINK_BENCH_H
@@ -32,6 +35,7 @@
 #include "sink/stamp.h"
 #include "sink/uring.h"
 #include "retryq.h"
+#include "ivl.h"
 
 #define BENCH_MAX_TARGETS  16
 #define BENCH_MAX_SIZES    16
@@ -86,6 +90,10 @@ struct bench_cfg {
 	uint64_t retry_queue; /* --retry-queue: entries in all threads, 0 = default */
 	const char *json_path;
 	FILE *json; /* opened before the run so a bad path fails early */
+	/* --interval-log (ivllog.c) */
+	const char *ivl_path;
+	FILE *ivl;       /* opened before the run, as json */
+	uint64_t ivl_ns; /* --interval: a whole number of ms */
 	bool quiet;
 	/* --proxy: a PROXY header first on every connection (loop.c) */
 	uint8_t proxy;         /* 0 none, 1 or 2: the header version */
@@ -181,6 +189,8 @@ struct bench_thread {
 	struct bench_stats st;
 	struct bench_live live;
 	struct hist interval; /* for the live p99, reset each second */
+	/* --interval-log: this thread's intervals; all zero when off */
+	struct ivl_thread ivl;
 	char first_errors[BENCH_FIRST_ERRORS][200];
 	int nfirst;
 	uint64_t end_ns;    /* when this thread's last session ended */
@@ -191,6 +201,8 @@ struct bench_thread {
 struct bench {
 	struct bench_cfg cfg;
 	struct bench_thread *th;
+	/* --interval-log: the writer (ivllog.c), NULL when off */
+	struct ivl_log *ilog;
 	uint64_t start_ns;       /* after warm-up: measurement begins */
 	uint64_t t0_ns;          /* the run begins: set by main before the threads go */
 	atomic_int stop;         /* set: every thread ends now (signal, no progress) */
@@ -338,5 +350,41 @@ int bench_json(struct bench *b, const struct bench_stats *tot, double secs, doub
 int bench_merge(int argc, char **argv);
 void bench_stats_init(struct bench_stats *s);
 void bench_stats_add(struct bench_stats *dst, const struct bench_stats *src);
+char *bench_utf8_clean(const char *s); /* malloc'd valid UTF-8 copy (report.c) */
+
+/* --- --interval-log (ivllog.c) ------------------------------------------------------- */
+
+/* A run: open the file before anything else (exit 2 when it cannot be
+ * written), start before the threads (header, clock offset, per-thread
+ * queues), poll from the reporting loop, finish after the threads ended
+ * (the rest, the end line; -1 with errno when a write failed). */
+int ivl_log_open(struct bench_cfg *c);
+int ivl_log_start(struct bench *b);
+void ivl_log_poll(struct bench *b);
+int ivl_log_finish(struct bench *b, uint64_t end_ns);
+
+/* merge: logs read so far, aligned by wall-clock start. */
+struct ivl_totals {
+	int logs;
+	int64_t interval_ms;
+	uint64_t aligned;            /* intervals with at least one log in them */
+	uint64_t measured_intervals; /* those not marked warm-up */
+	int64_t first_ms, last_ms;   /* start of the first and last of them */
+	uint64_t n[IVL_N];           /* outcomes, every interval */
+	uint64_t measured;           /* delivered + partial outside warm-up */
+	uint64_t measured_ms;        /* time covered outside warm-up */
+	struct hist h;               /* message latency outside warm-up */
+};
+struct ivl_merge;
+struct ivl_merge *ivl_merge_new(void);
+bool ivl_merge_is_log(const char *buf, size_t n);
+/* ivl_merge_add - check and keep one log (buf NUL-terminated); -1 with
+ * the line and key in err. */
+int ivl_merge_add(struct ivl_merge *m, const char *file, const char *buf, size_t n, char *err,
+                  size_t errlen);
+int ivl_merge_nlogs(const struct ivl_merge *m);
+/* ivl_merge_finish - align, write the CSV rows (csv may be NULL), sum. */
+int ivl_merge_finish(struct ivl_merge *m, FILE *csv, struct ivl_totals *t);
+void ivl_merge_free(struct ivl_merge *m);
 
 #endif

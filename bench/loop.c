@@ -312,6 +312,7 @@ static bool account(struct loop *L, struct csess *s, uint64_t now)
 		}
 		st->failed++;
 		st->failed_by[r->fail]++;
+		ivl_msg(&L->t->ivl, now, IVL_FAILED, 0); /* --interval-log */
 		return false;
 	}
 	uint64_t octets = STAMP_LINE_LEN + s->body->size;
@@ -321,6 +322,10 @@ static bool account(struct loop *L, struct csess *s, uint64_t now)
 		st->partial++;
 	if (s->attempt)
 		st->retry_recovered++;
+	/* --interval-log: every final outcome, warm-up included (its
+	 * intervals are marked), latency as in the message histogram */
+	ivl_msg(&L->t->ivl, now, r->outcome == CLIENT_DELIVERED ? IVL_DELIVERED : IVL_PARTIAL,
+	        now - s->t_intended);
 	st->bytes += octets;
 	/* a message belongs to the window its first attempt was meant to
 	 * start in: retries neither add to nor move the measured count */
@@ -760,6 +765,7 @@ static void housekeeping(struct loop *L, uint64_t now, uint64_t *last_tick, uint
 			}
 		}
 	pump_connects(L, now);
+	ivl_tick(&t->ivl, now); /* --interval-log: close an idle thread's interval */
 	if (now - *last_tick >= 10000000ull) {
 		check_timers(L, now);
 		*last_tick = now;
@@ -841,6 +847,7 @@ int bench_run(struct bench_thread *t)
 		free(L);
 		return ret;
 	}
+	ivl_thread_start(&t->ivl, bench_now()); /* --interval-log */
 	L->open = t->nsess;
 	L->rr = (uint32_t)t->id;
 	L->last_progress = b->t0_ns;
@@ -888,6 +895,7 @@ int bench_run(struct bench_thread *t)
 		t->st.failed++;
 		t->st.failed_by[CLIENT_FAIL_ABORTED]++;
 		t->st.retry_aborted++;
+		ivl_msg(&t->ivl, now, IVL_FAILED, 0); /* --interval-log */
 	}
 	if (t->st.retry_aborted) {
 		char text[80];
@@ -895,6 +903,7 @@ int bench_run(struct bench_thread *t)
 		         (unsigned long long)t->st.retry_aborted);
 		note_error(L, CLIENT_FAIL_ABORTED, "retry queue", text);
 	}
+	ivl_thread_end(&t->ivl); /* --interval-log: the last interval, partial */
 	__atomic_store_n(&t->live.sessions, 0, __ATOMIC_RELAXED);
 	L->io->fini(L); /* no send can still read an obuf after this */
 	for (uint32_t i = 0; i < t->nsess; i++)

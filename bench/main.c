@@ -65,7 +65,7 @@ static void usage(void)
 {
 	printf(
 	    "Usage: smtpbench --target HOST:PORT [OPTION]...\n"
-	    "       smtpbench merge [--json OUT] FILE.json|-...\n"
+	    "       smtpbench merge [--json OUT] [--csv OUT] FILE.json|FILE.jsonl|-...\n"
 	    "SMTP load generator: many concurrent sessions, honest latency.\n\n"
 	    "  -t, --target HOST:PORT   server (repeatable: sessions spread over targets)\n"
 	    "  -c, --sessions N         concurrent sessions [10]\n"
@@ -119,10 +119,17 @@ static void usage(void)
 	    "                           2026-11-30T01:00:00Z, or Unix seconds) to start\n"
 	    "      --io auto|uring|epoll  event backend; auto falls back to epoll [auto]\n"
 	    "  -j, --json FILE          full report with raw histogram counts (docs/json.md)\n"
+	    "      --interval-log FILE  per-interval latency histograms and counts, aligned\n"
+	    "                           to wall-clock multiples of --interval, JSON Lines\n"
+	    "                           (docs/json.md), for merge across hosts\n"
+	    "      --interval DUR       its interval, 100ms to 1h in whole ms [1s]\n"
 	    "  -q, --quiet              no live line\n"
 	    "  -V, --version, -h, --help\n\n"
+	    "merge adds the counts of reports and/or interval logs (never percentiles);\n"
+	    "--csv OUT writes one row per aligned interval (start, msgs/s, p50, p99,\n"
+	    "max, inputs).\n\n"
 	    "Exit status: 0 all delivered, 1 any failure, early end or signal, 2 usage\n"
-	    "error (merge: unreadable or incompatible report).\n");
+	    "error (merge: unreadable or incompatible report or interval log).\n");
 }
 
 static void add_target(struct bench_cfg *c, const char *arg)
@@ -470,6 +477,8 @@ static bool watchdog(uint64_t now)
 int main(int argc, char **argv)
 {
 	enum {
+		O_INTERVAL_LOG = 200, /* --interval-log, --interval */
+		O_INTERVAL,
 		O_WARMUP = 256,
 		O_MPS,
 		O_FROM,
@@ -537,6 +546,8 @@ int main(int argc, char **argv)
 	    {"segment", required_argument, NULL, O_SEGMENT},
 	    {"start-at", required_argument, NULL, O_START_AT},
 	    {"json", required_argument, NULL, 'j'},
+	    {"interval-log", required_argument, NULL, O_INTERVAL_LOG},
+	    {"interval", required_argument, NULL, O_INTERVAL},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},
@@ -741,6 +752,15 @@ int main(int argc, char **argv)
 		case 'j':
 			c->json_path = optarg;
 			break;
+		case O_INTERVAL_LOG:
+			c->ivl_path = optarg;
+			break;
+		case O_INTERVAL:
+			if (units_parse_duration_ns(optarg, &c->ivl_ns) || c->ivl_ns % 1000000 ||
+			    c->ivl_ns < 100000000ull || c->ivl_ns > 3600ull * 1000000000ull)
+				usage_error("invalid --interval '%s' (100ms to 1h, whole ms)",
+				            optarg);
+			break;
 		case 'q':
 			c->quiet = true;
 			break;
@@ -831,6 +851,20 @@ int main(int argc, char **argv)
 	if (c->retry_queue && c->retry_queue < (uint64_t)c->threads)
 		usage_error("--retry-queue %llu is less than one entry per thread (%d)",
 		            (unsigned long long)c->retry_queue, c->threads);
+	/* --interval-log: checked like --json, before any traffic */
+	if (c->ivl_ns && !c->ivl_path)
+		usage_error("--interval needs --interval-log FILE");
+	if (c->ivl_path) {
+		if (!c->ivl_ns)
+			c->ivl_ns = 1000000000ull;
+		if (!strcmp(c->ivl_path, "-") && c->json_path && !strcmp(c->json_path, "-"))
+			usage_error("--json - and --interval-log - would both write to stdout");
+		if (ivl_log_open(c)) {
+			fprintf(stderr, "smtpbench: cannot write --interval-log '%s': %s\n",
+			        c->ivl_path, strerror(errno));
+			return 2;
+		}
+	}
 	/* open the report now: a bad --json path is a usage error before any
 	 * traffic, not a lost report after it */
 	if (c->json_path) {
@@ -893,6 +927,12 @@ int main(int argc, char **argv)
 	B.th = calloc((size_t)c->threads, sizeof(*B.th));
 	if (!B.th)
 		return 1;
+	/* --interval-log: header, clock offset, each thread's queue (t0 is
+	 * read at each collection, so --start-at may set it later) */
+	if (c->ivl && ivl_log_start(&B)) {
+		fprintf(stderr, "smtpbench: --interval-log: out of memory\n");
+		return 1;
+	}
 	double cpu0 = cpu_now();
 	/* main waits at the barrier too: the threads set up their backends
 	 * while main waits for --start-at, and none starts before t0 is set */
@@ -939,6 +979,7 @@ int main(int argc, char **argv)
 		}
 		if (!atomic_load(&B.stop) && watchdog(now))
 			atomic_store(&B.stop, 1);
+		ivl_log_poll(&B); /* --interval-log: write the intervals closed by now */
 		for (int i = 0; i < c->threads; i++)
 			if (!done[i] && pthread_tryjoin_np(B.th[i].th, NULL) == 0) {
 				done[i] = true;
@@ -1003,6 +1044,11 @@ int main(int argc, char **argv)
 		         c->max_attempts);
 	if (setup_failed && !B.stop_reason[0])
 		snprintf(B.stop_reason, sizeof(B.stop_reason), "backend setup failed");
+	/* --interval-log: the rest, the last (partial) interval, the end line */
+	bool ivl_failed = ivl_log_finish(&B, end) != 0;
+	if (ivl_failed)
+		fprintf(stderr, "smtpbench: cannot write --interval-log %s: %s\n", c->ivl_path,
+		        strerror(errno));
 	bench_report(&B, tot, secs, cpu);
 	if (c->json && bench_json(&B, tot, secs, cpu, c->json)) {
 		fprintf(stderr, "smtpbench: cannot write %s: %s\n", c->json_path, strerror(errno));
@@ -1017,5 +1063,5 @@ int main(int argc, char **argv)
 	          tot->conn_failed + tot->conn_closed_early == tot->conn_retried &&
 	          !B.stop_reason[0] && (!c->messages || tot->delivered == c->messages);
 	free(tot);
-	return ok ? 0 : 1;
+	return ok && !ivl_failed ? 0 : 1;
 }

@@ -310,6 +310,11 @@ static char *utf8_clean(const char *s)
 	return o;
 }
 
+char *bench_utf8_clean(const char *s)
+{
+	return utf8_clean(s);
+}
+
 static json_t *ju(uint64_t v)
 {
 	return json_integer((json_int_t)v);
@@ -744,92 +749,235 @@ static int merge_one(struct mctx *m, json_t *doc, struct bench_stats *t, double 
 	return 0;
 }
 
+/* read_all - a whole input ("-": standard input), NUL-terminated. */
+static char *read_all(const char *path, size_t *len)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+	size_t cap = 65536, n = 0;
+	char *buf = f ? malloc(cap + 1) : NULL;
+
+	while (buf && !ferror(f) && !feof(f)) {
+		if (n == cap) {
+			char *b = realloc(buf, 2 * cap + 1);
+			if (!b) {
+				free(buf);
+				buf = NULL;
+				errno = ENOMEM;
+				break;
+			}
+			buf = b;
+			cap *= 2;
+		}
+		n += fread(buf + n, 1, cap - n, f);
+	}
+	if (buf && ferror(f)) {
+		free(buf);
+		buf = NULL;
+		errno = EIO;
+	}
+	if (f && f != stdin)
+		fclose(f);
+	if (buf) {
+		buf[n] = 0;
+		*len = n;
+	}
+	return buf;
+}
+
+/* intervals_out - what the interval logs add up to: text, and the
+ * "intervals" object of the merged JSON (docs/json.md). */
+static json_t *intervals_out(const struct ivl_totals *it)
+{
+	json_t *o = json_object(), *m = json_object();
+	static const char *const keys[IVL_N] = {"delivered", "partial", "failed"};
+
+	fprintf(stderr,
+	        "smtpbench merge: %d interval logs, %lld ms intervals: %llu aligned intervals "
+	        "(%llu not warm-up)\n",
+	        it->logs, (long long)it->interval_ms, (unsigned long long)it->aligned,
+	        (unsigned long long)it->measured_intervals);
+	fprintf(stderr,
+	        "  messages  %llu delivered, %llu partial, %llu failed; measured %llu in %.2f s: "
+	        "%.0f msgs/s\n",
+	        (unsigned long long)it->n[IVL_DELIVERED], (unsigned long long)it->n[IVL_PARTIAL],
+	        (unsigned long long)it->n[IVL_FAILED], (unsigned long long)it->measured,
+	        (double)it->measured_ms / 1e3,
+	        it->measured_ms ? (double)it->measured * 1e3 / (double)it->measured_ms : 0.0);
+	print_hist("message (not warm-up)", &it->h);
+	json_object_set_new(o, "logs", json_integer(it->logs));
+	json_object_set_new(o, "interval_ms", json_integer(it->interval_ms));
+	json_object_set_new(o, "aligned", ju(it->aligned));
+	json_object_set_new(o, "measured_intervals", ju(it->measured_intervals));
+	json_object_set_new(o, "first_start_ms", json_integer(it->aligned ? it->first_ms : 0));
+	json_object_set_new(o, "last_start_ms", json_integer(it->aligned ? it->last_ms : 0));
+	for (int i = 0; i < IVL_N; i++)
+		json_object_set_new(m, keys[i], ju(it->n[i]));
+	json_object_set_new(o, "messages", m);
+	json_object_set_new(o, "measured", ju(it->measured));
+	json_object_set_new(o, "seconds", json_real((double)it->measured_ms / 1e3));
+	json_object_set_new(o, "msgs_per_s",
+	                    json_real(it->measured_ms
+	                                  ? (double)it->measured * 1e3 / (double)it->measured_ms
+	                                  : 0.0));
+	json_object_set_new(o, "latency_ms", quantiles_json(&it->h));
+	json_object_set_new(o, "histogram", hist_json(&it->h));
+	return o;
+}
+
+static int merge_fail(FILE *of, FILE *csv, struct bench_stats *t, struct ivl_merge *im)
+{
+	if (of && of != stdout)
+		fclose(of);
+	if (csv && csv != stdout)
+		fclose(csv);
+	free(t);
+	ivl_merge_free(im);
+	return 2;
+}
+
+/* merge_out - open an output before reading anything, as for a run. */
+static FILE *merge_out(const char *path)
+{
+	FILE *f = !strcmp(path, "-") ? stdout : fopen(path, "w");
+
+	if (!f)
+		fprintf(stderr, "smtpbench: merge: cannot write '%s': %s\n", path, strerror(errno));
+	return f;
+}
+
 int bench_merge(int argc, char **argv)
 {
 	struct bench_stats *t = malloc(sizeof(*t));
-	const char *out = NULL;
+	struct ivl_merge *im = ivl_merge_new();
+	struct ivl_totals *it = NULL;
+	const char *out = NULL, *csv = NULL;
 	double secs = 0, cpu = 0;
-	int nfiles = 0;
-	FILE *of = NULL;
+	int nfiles = 0, nlogs = 0;
+	FILE *of = NULL, *cf = NULL;
 
-	if (!t)
+	if (!t || !im) {
+		free(t);
+		ivl_merge_free(im);
 		return 1;
+	}
 	bench_stats_init(t);
 	for (int i = 0; i < argc; i++) {
-		if (!strcmp(argv[i], "--json") || !strcmp(argv[i], "-j")) {
+		bool j = !strcmp(argv[i], "--json") || !strcmp(argv[i], "-j");
+		if (j || !strcmp(argv[i], "--csv")) {
 			if (i + 1 >= argc) {
-				fprintf(stderr, "smtpbench: merge: --json needs a file\n");
-				free(t);
-				return 2;
+				fprintf(stderr, "smtpbench: merge: %s needs a file\n", argv[i]);
+				return merge_fail(NULL, NULL, t, im);
 			}
-			out = argv[++i];
+			*(j ? &out : &csv) = argv[++i];
 		}
 	}
-	if (out) { /* checked before reading anything, as for a run */
-		of = !strcmp(out, "-") ? stdout : fopen(out, "w");
-		if (!of) {
-			fprintf(stderr, "smtpbench: merge: cannot write '%s': %s\n", out,
-			        strerror(errno));
-			free(t);
-			return 2;
-		}
+	if (out && csv && !strcmp(out, "-") && !strcmp(csv, "-")) {
+		fprintf(stderr, "smtpbench: merge: --json - and --csv - would both write to "
+		                "stdout\n");
+		return merge_fail(NULL, NULL, t, im);
 	}
+	/* checked before reading anything, as for a run */
+	if ((out && !(of = merge_out(out))) || (csv && !(cf = merge_out(csv))))
+		return merge_fail(of, cf, t, im);
 	for (int i = 0; i < argc; i++) {
 		struct mctx m = {.file = argv[i]};
 		json_error_t je;
 		json_t *doc;
+		size_t len = 0;
+		char *buf;
 
-		if (!strcmp(argv[i], "--json") || !strcmp(argv[i], "-j")) {
+		if (!strcmp(argv[i], "--json") || !strcmp(argv[i], "-j") ||
+		    !strcmp(argv[i], "--csv")) {
 			i++;
 			continue;
 		}
+		/* the whole input first: pipes and /dev/stdin work, and an
+		 * interval log (JSON Lines) is told from a report by its
+		 * first line */
+		buf = read_all(argv[i], &len);
+		if (!buf) {
+			fprintf(stderr, "smtpbench: merge: %s: cannot read: %s\n", argv[i],
+			        strerror(errno));
+			return merge_fail(of, cf, t, im);
+		}
+		if (ivl_merge_is_log(buf, len)) {
+			int ret = ivl_merge_add(im, argv[i], buf, len, m.err, sizeof(m.err));
+			free(buf);
+			if (ret) {
+				fprintf(stderr, "smtpbench: merge: %s: %s\n", argv[i], m.err);
+				return merge_fail(of, cf, t, im);
+			}
+			nlogs++;
+			continue;
+		}
 		nfiles++;
-		/* json_loadf reads a stream to its end: pipes and /dev/stdin work */
-		if (!strcmp(argv[i], "-"))
-			doc = json_loadf(stdin, JSON_REJECT_DUPLICATES, &je);
-		else
-			doc = json_load_file(argv[i], JSON_REJECT_DUPLICATES, &je);
+		doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+		free(buf);
 		if (!doc) {
 			fprintf(stderr,
 			        "smtpbench: merge: %s: not valid JSON: %s (line %d, column %d)\n",
 			        argv[i], je.text, je.line, je.column);
-			free(t);
-			if (of && of != stdout)
-				fclose(of);
-			return 2;
+			return merge_fail(of, cf, t, im);
 		}
 		int ret = merge_one(&m, doc, t, &secs, &cpu);
 		json_decref(doc);
 		if (ret) {
 			fprintf(stderr, "smtpbench: merge: %s: %s\n", argv[i], m.err);
-			free(t);
-			if (of && of != stdout)
-				fclose(of);
-			return 2;
+			return merge_fail(of, cf, t, im);
 		}
 	}
-	if (!nfiles) {
-		fprintf(stderr, "smtpbench: merge needs JSON reports\nTry 'smtpbench --help'.\n");
-		free(t);
-		if (of && of != stdout)
-			fclose(of);
-		return 2;
+	if (!nfiles && !nlogs) {
+		fprintf(stderr, "smtpbench merge needs JSON reports or interval logs\n"
+		                "Try 'smtpbench --help'.\n");
+		return merge_fail(of, cf, t, im);
 	}
-	fprintf(stderr, "smtpbench merge: %d runs\n", nfiles);
-	/* runs with --retry 0 count transient failures too: only retries
-	 * sent (or queued and lost) show that some run had --retry */
-	report_core(t, secs, false, t->retry_sent + t->retry_queue_full + t->retry_aborted > 0);
-	fprintf(stderr, "  generator CPU %.2f s in all runs\n", cpu);
+	if (cf && !nlogs) {
+		fprintf(stderr, "smtpbench: merge: --csv needs interval logs (--interval-log) "
+		                "among the inputs\n");
+		return merge_fail(of, cf, t, im);
+	}
 	int ret = 0;
+	if (nfiles) {
+		fprintf(stderr, "smtpbench merge: %d runs\n", nfiles);
+		/* runs with --retry 0 count transient failures too: only retries
+		 * sent (or queued and lost) show that some run had --retry */
+		report_core(t, secs, false,
+		            t->retry_sent + t->retry_queue_full + t->retry_aborted > 0);
+		fprintf(stderr, "  generator CPU %.2f s in all runs\n", cpu);
+	}
+	json_t *ivl_doc = NULL;
+	if (nlogs) {
+		it = malloc(sizeof(*it));
+		if (!it || ivl_merge_finish(im, cf, it)) {
+			fprintf(stderr, "smtpbench: merge: out of memory\n");
+			free(it);
+			merge_fail(of, cf, t, im);
+			return 1;
+		}
+		ivl_doc = intervals_out(it);
+		free(it);
+		if (cf &&
+		    ((cf == stdout ? fflush(cf) : fclose(cf)) || (cf == stdout && ferror(cf)))) {
+			fprintf(stderr, "smtpbench: merge: cannot write '%s'\n", csv);
+			ret = 1;
+		}
+	}
 	if (of) {
 		json_t *doc = new_doc();
-		json_object_set_new(doc, "merged", json_integer(nfiles));
-		stats_json(doc, t, secs, cpu);
+		if (nfiles) {
+			json_object_set_new(doc, "merged", json_integer(nfiles));
+			stats_json(doc, t, secs, cpu);
+		}
+		if (ivl_doc)
+			json_object_set_new(doc, "intervals", ivl_doc);
+		ivl_doc = NULL;
 		if (write_doc(doc, of)) {
 			fprintf(stderr, "smtpbench: merge: cannot write '%s'\n", out);
 			ret = 1;
 		}
 	}
+	json_decref(ivl_doc);
 	free(t);
+	ivl_merge_free(im);
 	return ret;
 }

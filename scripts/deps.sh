@@ -6,9 +6,10 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config git clang libclang-rt-dev
       liburing-dev libjemalloc-dev libcriterion-dev libjansson-dev libssl-dev openssl
       libmicrohttpd-dev prometheus
-      swaks msmtp curl python3 python3-aiosmtpd libnet-ssleay-perl libio-socket-ssl-perl
+      swaks msmtp curl python3 python3-aiosmtpd python3-yaml libnet-ssleay-perl libio-socket-ssl-perl
       libauthen-sasl-perl postfix man-db haproxy)
 # libclang-rt-dev carries libFuzzer's runtime; clang only recommends it.
+# python3-yaml: tests/integration/test_deploy_manifests.py parses deploy/kubernetes/.
 [ -n "${SINK_DEPS_EXTRA:-}" ] && read -r -a extra <<<"$SINK_DEPS_EXTRA" && pkgs+=("${extra[@]}")
 
 missing=()

@@ -113,6 +113,13 @@ int ivl_log_start(struct bench *b)
 	json_object_set_new(o, "git_rev", json_string(SINK_GIT_REV));
 	snprintf(buf, sizeof(buf), "%016llx", (unsigned long long)c->run_id);
 	json_object_set_new(o, "run_id", json_string(buf));
+	/* --segment/--start-at: which share of which run this log is */
+	if (c->segmented)
+		json_object_set_new(o, "segment",
+		                    json_pack("{s:I, s:I}", "index", (json_int_t)c->seg_index,
+		                              "count", (json_int_t)c->seg_count));
+	if (c->start_at_given)
+		json_object_set_new(o, "start_at", json_real((double)c->start_at_ns / 1e9));
 	if (gethostname(buf, sizeof(buf)))
 		snprintf(buf, sizeof(buf), "?");
 	buf[sizeof(buf) - 1] = 0;

@@ -47,7 +47,7 @@ build-tsan: deps
 # integration tests; any report fails the test (sinklib looks for it).
 # (Criterion cannot run under TSan; the unit-tested code is single-threaded.)
 test-tsan: build-tsan
-	TSAN_OPTIONS=halt_on_error=0:exitcode=66:second_deadlock_stack=1 \
+	TSAN_OPTIONS=halt_on_error=0:exitcode=66:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp \
 	  ctest --test-dir $(TSAN_BUILD) --output-on-failure -j 2 -R integration
 tsan: test-tsan
 

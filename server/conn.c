@@ -409,7 +409,10 @@ void conn_input(struct conn *c, const char *p, size_t n)
 	}
 	if (c->first_in) {
 		c->first_in = 0;
-		if (untrusted_proxy(c, p, n))
+		/* (a first read that comes after the session has ended, e.g.
+		 * during the lingering close, is drained like any other) */
+		if ((c->state == CONN_SESSION || c->state == CONN_HANDSHAKE) &&
+		    untrusted_proxy(c, p, n))
 			return;
 	}
 	deliver(c, p, n);
@@ -941,10 +944,12 @@ static void proxy_input(struct conn *c, const char *p, size_t n)
 		return;
 	}
 	w->st.proxy_headers++;
-	if (h.local)
+	if (h.local) {
 		w->st.proxy_local++; /* health check: the balancer's own address stands */
-	else
+	} else {
+		w->st.proxy_proxied++;
 		c->fip = h.src;
+	}
 	held_free(c); /* hp may point at head[], never at held */
 	conn_begin(c, c->proxy_tls, true);
 	/* What followed the header is the client's: SMTP, or its ClientHello. */
@@ -995,6 +1000,18 @@ static void conn_begin(struct conn *c, bool tls, bool listed)
 	struct server *srv = w->srv;
 	const struct server_cfg *cfg = &srv->cfg;
 
+	/* The SMTP session starts here, not at accept: a balancer's health
+	 * check or a bad PROXY header never was one. */
+	sess_start(&c->sess, &cfg->sess, &w->st.sess, &c->out, c->carry, &w->id_seq,
+	           (uint32_t)w->id);
+	c->sess.policy_ops = &host_policy;
+	c->sess.content_ctx = c;
+	if (w->capring)
+		c->sess.content_ops = &host_capture_ops;
+	else if (cfg->verify)
+		c->sess.content_ops = &host_verify_ops;
+	else if (cfg->exit_after)
+		c->sess.content_ops = &host_count_ops;
 	/* RFC 8314: on an implicit-TLS port the handshake comes first; the
 	 * greeting waits in the plaintext buffer until it is done. */
 	c->tls = tls ? tls_conn_new() : NULL;
@@ -1084,16 +1101,6 @@ struct conn *conn_open(struct worker *w, int fd, bool tls)
 	/* Replies are already batched per read; Nagle would only add delay
 	 * when a reply follows an unacknowledged one. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	sess_start(&c->sess, &cfg->sess, &w->st.sess, &c->out, c->carry, &w->id_seq,
-	           (uint32_t)w->id);
-	c->sess.policy_ops = &host_policy;
-	c->sess.content_ctx = c;
-	if (w->capring)
-		c->sess.content_ops = &host_capture_ops;
-	else if (cfg->verify)
-		c->sess.content_ops = &host_verify_ops;
-	else if (cfg->exit_after)
-		c->sess.content_ops = &host_count_ops;
 	bool gone = false;
 	if (srv->need_peer) {
 		struct sockaddr_storage ss;

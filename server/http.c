@@ -255,8 +255,8 @@ static void metrics(struct server *srv, struct text *t)
 		        "smtpsink_proxy_headers_total{result=\"untrusted\"} %llu\n"
 		        "smtpsink_proxy_headers_total{result=\"timeout\"} %llu\n"
 		        "smtpsink_proxy_headers_total{result=\"truncated\"} %llu\n",
-		        (unsigned long long)(st.proxy_headers - st.proxy_local),
-		        (unsigned long long)st.proxy_local, (unsigned long long)st.proxy_untrusted,
+		        (unsigned long long)st.proxy_proxied, (unsigned long long)st.proxy_local,
+		        (unsigned long long)st.proxy_untrusted,
 		        (unsigned long long)st.proxy_timeouts,
 		        (unsigned long long)st.proxy_truncated);
 		const uint64_t bad[] = {st.proxy_bad_not_proxy, st.proxy_bad_v1_too_long,

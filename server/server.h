@@ -161,6 +161,8 @@ struct server_cfg {
 	X(tls_v1_2, "tls_v1_2", "... of them TLS 1.2")                                             \
 	X(tls_v1_3, "tls_v1_3", "... of them TLS 1.3")                                             \
 	X(proxy_headers, "proxy_headers", "PROXY headers taken from --proxy-protocol sources")     \
+	X(proxy_proxied, "proxy_proxied",                                                          \
+	  "... of them carrying a client address (used from then on)")                             \
 	X(proxy_local, "proxy_local",                                                              \
 	  "... of them LOCAL/UNKNOWN (balancer health checks): real address kept")                 \
 	X(proxy_untrusted, "proxy_untrusted",                                                      \

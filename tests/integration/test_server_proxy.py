@@ -121,6 +121,7 @@ class Proxy(unittest.TestCase):
                 k = s.counters()
                 self.assertEqual(k["proxy_headers"], len(cases) + 2)
                 self.assertEqual(k["proxy_local"], 5)
+                self.assertEqual(k["proxy_proxied"], len(cases) + 2 - 5)
                 self.assertEqual(k["proxy_untrusted"] + k["proxy_timeouts"] +
                                  k["proxy_bad_v1_syntax"], 0)
 

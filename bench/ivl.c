@@ -50,6 +50,8 @@ void ivl_thread_init(struct ivl_thread *v, int64_t len, int64_t off)
 	v->cur = ivl_slot_new();
 	v->end = 0;
 	atomic_init(&v->done, IVL_NONE);
+	atomic_init(&v->popped, 0);
+	v->pushed = v->dropped = 0;
 }
 
 /* push - producer: s goes after the tail (Vyukov's SPSC queue: the release
@@ -80,8 +82,16 @@ void ivl_thread_start(struct ivl_thread *v, uint64_t now)
 void ivl_rotate(struct ivl_thread *v, uint64_t now)
 {
 	if (!slot_empty(v->cur)) {
-		push(v, v->cur);
-		v->cur = ivl_slot_new();
+		uint64_t popped = atomic_load_explicit(&v->popped, memory_order_relaxed);
+		if (v->pushed - popped >= IVL_QUEUE_MAX) {
+			v->dropped++; /* the writer is stuck: keep memory bounded */
+			memset(v->cur->n, 0, sizeof(v->cur->n));
+			hist_init(&v->cur->h);
+		} else {
+			push(v, v->cur);
+			v->pushed++;
+			v->cur = ivl_slot_new();
+		}
 	}
 	begin(v, now);
 }
@@ -123,6 +133,7 @@ static struct ivl_slot *pop(struct ivl_thread *v)
 		return NULL;
 	free(v->head); /* the producer is past it: its tail is at n or later */
 	v->head = n;
+	atomic_fetch_add_explicit(&v->popped, 1, memory_order_relaxed);
 	return n;
 }
 

@@ -74,12 +74,22 @@ struct ivl_thread {
 	uint64_t end;          /* worker: monotonic time at which cur's interval ends */
 	int64_t len, off;      /* interval length, wall - monotonic (ns) */
 	struct ivl_slot *tail; /* worker: last slot queued (or the stub) */
+	uint64_t pushed;       /* worker: slots queued */
+	uint64_t dropped;      /* worker: intervals not queued, the backlog was full */
 	_Atomic int64_t done;  /* every interval below it is queued */
 	/* the collector's side, apart from the worker's (calloc gives no
 	 * 64-octet alignment to ask for, so padding) */
 	char pad[64];
-	struct ivl_slot *head; /* stub: head->next is the oldest queued */
+	struct ivl_slot *head;   /* stub: head->next is the oldest queued */
+	_Atomic uint64_t popped; /* slots the collector has taken */
 };
+
+/* A worker never queues more than this many closed intervals ahead of the
+ * collector (~60 KiB each): if the log's writer stalls (a full disk, a
+ * pipe nobody reads), memory stays bounded and the intervals past the cap
+ * are dropped and counted; the end line says how many, and merge refuses
+ * such a log rather than add an incomplete one. */
+#define IVL_QUEUE_MAX 256
 
 struct ivl_slot *ivl_slot_new(void); /* initialised; aborts when out of memory */
 

@@ -210,6 +210,17 @@ int ivl_log_finish(struct bench *b, uint64_t end_ns)
 	m = json_object();
 	json_object_set_new(o, "end", json_true());
 	json_object_set_new(o, "intervals", ju(lg->coll.emitted));
+	{
+		uint64_t dropped = 0; /* the threads have ended: their counts are final */
+		for (int i = 0; i < b->cfg.threads; i++)
+			dropped += b->th[i].ivl.dropped;
+		json_object_set_new(o, "dropped_intervals", ju(dropped));
+		if (dropped)
+			fprintf(stderr,
+			        "smtpbench: --interval-log: %llu intervals dropped, the log's "
+			        "writer fell behind (the log is incomplete)\n",
+			        (unsigned long long)dropped);
+	}
 	for (int i = 0; i < IVL_N; i++)
 		json_object_set_new(m, outcome_key[i], ju(lg->coll.n[i]));
 	json_object_set_new(o, "messages", m);
@@ -483,6 +494,10 @@ static int trailer(struct ictx *x, json_t *o, const struct ivl_input *in)
 	if (n != in->n)
 		return bad(x, "\"intervals\" is %llu, the log has %zu interval lines",
 		           (unsigned long long)n, in->n);
+	json_t *dr = json_object_get(o, "dropped_intervals");
+	if (dr && (!json_is_integer(dr) || json_integer_value(dr) != 0))
+		return bad(x, "\"dropped_intervals\" is not 0: the writer fell behind and the log "
+		              "is incomplete");
 	for (size_t i = 0; i < in->n; i++)
 		for (int j = 0; j < IVL_N; j++)
 			want[j] += in->v[i].n[j];

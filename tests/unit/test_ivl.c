@@ -317,6 +317,45 @@ Test(ivl, idle_intervals_are_emitted_empty_and_the_last_one_too)
 	got_free(&g);
 }
 
+/* A collector that stops collecting (its writer blocked) costs at most
+ * IVL_QUEUE_MAX slots per worker; the rest are dropped and counted, and
+ * queueing resumes once the collector catches up. */
+static int count_emit(void *ctx, int64_t k, const struct ivl_slot *s)
+{
+	uint64_t *delivered = ctx;
+
+	(void)k;
+	if (s)
+		*delivered += s->n[IVL_DELIVERED];
+	return 0;
+}
+
+Test(ivl, backlog_is_bounded_when_the_collector_stalls)
+{
+	const int64_t len = 100 * MS, off = 0;
+	struct ivl_thread th = {0}, *tp = &th;
+	struct ivl_coll c = {.th = &tp, .nth = 1, .next = IVL_NONE};
+	uint64_t t = 1 * SEC, delivered = 0;
+	int64_t first = ivl_index(1 * SEC, len);
+
+	ivl_thread_init(&th, len, off);
+	ivl_thread_start(&th, t);
+	for (int i = 0; i < IVL_QUEUE_MAX + 10; i++, t += (uint64_t)len)
+		ivl_msg(&th, t, IVL_DELIVERED, 1000);
+	ivl_msg(&th, t, IVL_DELIVERED, 1000); /* closes the last of them */
+	cr_assert_eq(th.pushed, IVL_QUEUE_MAX);
+	cr_assert_eq(th.dropped, 10);
+	cr_assert_eq(ivl_collect(&c, first, first, false, count_emit, &delivered), 0);
+	cr_assert_eq(atomic_load(&th.popped), IVL_QUEUE_MAX);
+	cr_assert_eq(delivered, IVL_QUEUE_MAX, "the queued intervals are whole");
+	ivl_msg(&th, t + (uint64_t)len, IVL_DELIVERED, 1000); /* queued again */
+	cr_assert_eq(th.pushed, IVL_QUEUE_MAX + 1);
+	cr_assert_eq(th.dropped, 10);
+	ivl_thread_end(&th);
+	ivl_thread_free(&th);
+	ivl_coll_free(&c);
+}
+
 /* Real threads: each records with its own made-up clock while this thread
  * collects, as main's live loop does. */
 struct worker {

@@ -206,8 +206,9 @@ struct bench {
 	uint64_t start_ns;       /* after warm-up: measurement begins */
 	uint64_t t0_ns;          /* the run begins: set by main before the threads go */
 	atomic_int stop;         /* set: every thread ends now (signal, no progress) */
-	pthread_barrier_t ready; /* every thread has set up its backend, main has
-	                          * waited for --start-at and set t0_ns */
+	pthread_barrier_t ready; /* every thread has set up its backend */
+	pthread_barrier_t go;    /* ... and main has waited for --start-at and set
+	                          * t0_ns: a slow setup cannot start late */
 	char stop_reason[200];
 };
 

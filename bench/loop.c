@@ -833,6 +833,7 @@ int bench_run(struct bench_thread *t)
 	 * maps its own - liburing maps rings with raw syscalls, so a ring at a
 	 * reused address looked to ThreadSanitizer like one shared ring. */
 	pthread_barrier_wait(&b->ready);
+	pthread_barrier_wait(&b->go); /* t0_ns is set: the run starts for all */
 	if (ret) {
 		fprintf(stderr, "smtpbench: thread %d: %s setup: %s\n", t->id,
 		        L ? L->io->name : "loop", strerror(-ret));

@@ -934,9 +934,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	double cpu0 = cpu_now();
-	/* main waits at the barrier too: the threads set up their backends
-	 * while main waits for --start-at, and none starts before t0 is set */
+	/* main waits at both barriers too: the threads set up their backends,
+	 * then main waits for --start-at, and none starts before t0 is set */
 	pthread_barrier_init(&B.ready, NULL, (unsigned)c->threads + 1);
+	pthread_barrier_init(&B.go, NULL, (unsigned)c->threads + 1);
 	for (int i = 0, sid = 0; i < c->threads; i++) {
 		struct bench_thread *t = &B.th[i];
 		t->b = &B;
@@ -954,6 +955,9 @@ int main(int argc, char **argv)
 		hist_init(&t->interval);
 		pthread_create(&t->th, NULL, thread_main, t);
 	}
+	/* every thread has set up (rings, sessions) before the clock starts, so
+	 * instances with slow setup do not begin behind a shared --start-at */
+	pthread_barrier_wait(&B.ready);
 	if (c->start_at_given)
 		wait_start(c, &set);
 	/* the run, its warm-up and its measured window begin now */
@@ -962,7 +966,7 @@ int main(int argc, char **argv)
 	B.start_ns = B.t0_ns + c->warmup_ns;
 	for (int i = 0; i < c->threads; i++)
 		B.th[i].live.last_progress_ns = B.t0_ns;
-	pthread_barrier_wait(&B.ready);
+	pthread_barrier_wait(&B.go);
 
 	/* live line once a second; a signal or the watchdog stops the run */
 	uint64_t last = B.t0_ns, last_msgs = 0, last_bytes = 0;
@@ -1018,6 +1022,7 @@ int main(int argc, char **argv)
 	}
 	free(done);
 	pthread_barrier_destroy(&B.ready);
+	pthread_barrier_destroy(&B.go);
 	double cpu = cpu_now() - cpu0;
 	uint64_t end = B.t0_ns;
 	bool setup_failed = false;

@@ -193,6 +193,72 @@ def backends():
     return out
 
 
+def free_port(host="127.0.0.1"):
+    """A TCP port nothing listens on right now (bound once, released)."""
+    s = socket.socket()
+    s.bind((host, 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def listening(port):
+    """A TCP socket listens on 127.0.0.1:port (from /proc/net/tcp: checking
+    without connecting, since a probe through a balancer is one more
+    connection to a sink)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and local == "0100007F:%04X" % port:
+                return True
+    return False
+
+
+class HAProxy:
+    """Debian's haproxy in front of sinks: mode tcp, one frontend on
+    127.0.0.1:front, `servers` as (port, options) pairs, `backend` extra
+    backend lines (balance, health checks).  Use as a context manager."""
+
+    def __init__(self, front, servers, backend=""):
+        self.dir = tempfile.mkdtemp(prefix="haproxy.")
+        cfg = os.path.join(self.dir, "haproxy.cfg")
+        lines = "".join("    server s%d 127.0.0.1:%d %s\n" % (i, port, opts)
+                        for i, (port, opts) in enumerate(servers, 1))
+        with open(cfg, "w") as f:
+            f.write("global\n    maxconn 500\n"
+                    "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n"
+                    "    timeout server 60s\n"
+                    "frontend smtp\n    bind 127.0.0.1:%d\n    default_backend sinks\n"
+                    "backend sinks\n%s%s" % (front, backend, lines))
+        self.errf = open(os.path.join(self.dir, "stderr"), "wb")
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdout=subprocess.DEVNULL,
+                                     stderr=self.errf)
+        deadline = time.monotonic() + 10 * SLOW
+        while not listening(front):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                with open(os.path.join(self.dir, "stderr"), "rb") as f:
+                    raise AssertionError("haproxy did not listen: " + f.read().decode())
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.errf.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
 def proc_rss_kib(pid):
     """Resident set size of a process, in KiB."""
     with open("/proc/%d/status" % pid) as f:

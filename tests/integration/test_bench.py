@@ -16,7 +16,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import sinklib  # noqa: E402
-from sinklib import SLOW, Sink, backends  # noqa: E402
+from sinklib import SLOW, Sink, backends, free_port  # noqa: E402
 
 SMTPBENCH = os.environ.get("SMTPBENCH", "")
 BACKENDS = backends()
@@ -34,14 +34,6 @@ def bench(port, *args, timeout=120):
         except ValueError:
             rep = None
         return r.returncode, rep, r.stderr.decode(errors="replace")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class PostfixSink:

@@ -29,31 +29,13 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import sinklib  # noqa: E402
-from sinklib import SANITIZE, SLOW, Sink, backends  # noqa: E402
+from sinklib import SANITIZE, SLOW, HAProxy, Sink, backends, free_port  # noqa: E402
 
 SMTPBENCH = os.environ.get("SMTPBENCH", "")
 BACKENDS = backends()
 SEEN = "550 5.7.1 seen"
 FAULT = ["--proxy-protocol", "127.0.0.1", "--fault", "mail client=127.0.0.8 reply='%s'" % SEEN]
 V2SIG = b"\r\n\r\n\x00\r\nQUIT\n"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def listening(port):
-    """A TCP socket listens on 127.0.0.1:port (from /proc/net/tcp)."""
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            if state == "0A" and local == "0100007F:%04X" % port:
-                return True
-    return False
 
 
 def check_stderr(err):
@@ -384,45 +366,13 @@ class ThroughHAProxy(unittest.TestCase):
         if not SMTPBENCH:
             self.skipTest("SMTPBENCH not set")
 
-    def haproxy(self, front, ports):
-        d = tempfile.mkdtemp(prefix="haproxy.")
-        cfg = os.path.join(d, "haproxy.cfg")
-        servers = "".join("    server s%d 127.0.0.1:%d send-proxy-v2\n" % (i, p)
-                          for i, p in enumerate(ports, 1))
-        with open(cfg, "w") as f:
-            f.write("""global
-    maxconn 500
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-frontend smtp
-    bind 127.0.0.1:%d
-    default_backend sinks
-backend sinks
-    balance roundrobin
-%s""" % (front, servers))
-        p = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10 * SLOW
-        while time.monotonic() < deadline:
-            # wait for the port without connecting: a probe would be one
-            # more balanced connection to a sink, without a message
-            if listening(front):
-                return p, d
-            if p.poll() is not None:
-                raise AssertionError("haproxy exited: %s" % p.stderr.read().decode())
-            time.sleep(0.05)
-        p.kill()
-        raise AssertionError("haproxy did not listen")
-
     def test_three_instances_through_haproxy_to_two_sinks(self):
         sinks = [Sink(["--proxy-protocol", "127.0.0.1", "--verify"]) for _ in range(2)]
         hp = None
         try:
             front = free_port()
-            hp, d = self.haproxy(front, [s.port for s in sinks])
+            hp = HAProxy(front, [(s.port, "send-proxy-v2") for s in sinks],
+                         "    balance roundrobin\n")
             at, out = segments(front, 3, ["--messages", "3000", "--sessions", "12",
                                           "--threads", "2"], ios=BACKENDS)
             run = Segments.check_run(self, out, at, 3000, 12)
@@ -445,10 +395,7 @@ backend sinks
             self.assertEqual(sum(s.counters()["proxy_headers"] for s in sinks), conns)
         finally:
             if hp:
-                hp.send_signal(signal.SIGTERM)
-                hp.wait(timeout=10)
-                hp.stderr.close()
-                shutil.rmtree(d, ignore_errors=True)
+                hp.stop()
             for s in sinks:
                 s.__exit__(None, None, None)
 

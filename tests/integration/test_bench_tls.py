@@ -26,7 +26,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import sinklib  # noqa: E402
-from sinklib import SLOW, backends  # noqa: E402
+from sinklib import SLOW, backends, free_port  # noqa: E402
 
 SMTPBENCH = os.environ.get("SMTPBENCH", "")
 BACKENDS = backends()
@@ -65,14 +65,6 @@ def setUpModule():
 def tearDownModule():
     if "dir" in CERT:
         shutil.rmtree(CERT["dir"], ignore_errors=True)
-
-
-def free_port(host="127.0.0.1"):
-    s = socket.socket()
-    s.bind((host, 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Handler:

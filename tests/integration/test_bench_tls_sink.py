@@ -12,7 +12,6 @@ Runs only when this smtpsink has TLS: `smtpsink --help` must list
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import sinklib  # noqa: E402
-from sinklib import SLOW, Sink, backends  # noqa: E402
+from sinklib import SLOW, Sink, backends, free_port  # noqa: E402
 
 SMTPBENCH = os.environ.get("SMTPBENCH", "")
 SMTPSINK = os.environ.get("SMTPSINK", "")
@@ -41,14 +40,6 @@ def sink_has_tls():
 
 HAVE_TLS, WHY = sink_has_tls()
 BACKENDS = backends() if HAVE_TLS else []
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def bench(port, *args, timeout=120):

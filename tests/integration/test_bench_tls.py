@@ -187,11 +187,13 @@ class TLS(unittest.TestCase):
                     m, c, a = rep["messages"], rep["connections"], rep["auth"]
                     self.assertEqual((m["attempted"], m["delivered"], m["failed"]), (120, 120, 0))
                     self.assertEqual(srv.h.delivered, 120)
-                    # 12 connections, or one more when a session stops short
-                    # of 10 because the last messages were claimed by a slot
-                    # that was connecting (none connects only to say QUIT)
+                    # 12 connections when every one carries 10 messages; a
+                    # connection ends short only once its thread's 60 are all
+                    # claimed, so at most its 3 open sessions end short, and
+                    # 10*full + shorts = 60 allows 6, 7 or 8 per thread (no
+                    # slot connects only to say QUIT)
                     n = c["established"]
-                    self.assertIn(n, (12, 13), c)
+                    self.assertTrue(12 <= n <= 16, c)
                     self.assertEqual((c["attempts"], c["failed"]), (n, 0), c)
                     self.assertEqual((a["attempts"], a["ok"], a["failed"]), (n, n, 0), a)
                     self.assertEqual(a["login" if mech == "LOGIN" else "plain"], n, a)

@@ -56,10 +56,11 @@ def bench(port, *args, timeout=60):
             return r.returncode, json.load(f), err
 
 
-def segments(port, n, extra, ios=None, lead=2.0, timeout=120):
+def segments(port, n, extra, ios=None, lead=2.0, timeout=120, keep=None):
     """n instances --segment i/n, all with --start-at now + lead s; returns
-    [(exit status, report, stderr)] in order of i."""
-    d = tempfile.mkdtemp(prefix="benchseg.")
+    [(exit status, report, stderr)] in order of i.  keep: a directory that
+    receives each instance's report (i.json) and interval log (i.jsonl)."""
+    d = keep or tempfile.mkdtemp(prefix="benchseg.")
     try:
         at = "%.3f" % (time.time() + lead * SLOW)
         procs = []
@@ -68,6 +69,8 @@ def segments(port, n, extra, ios=None, lead=2.0, timeout=120):
             cmd = [SMTPBENCH, "--target", "127.0.0.1:%d" % port, "--quiet", "--timeout", "10s",
                    "--segment", "%d/%d" % (i, n), "--start-at", at,
                    "--json", os.path.join(d, "%d.json" % i)] + list(extra)
+            if keep:
+                cmd += ["--interval-log", os.path.join(d, "%d.jsonl" % i)]
             if io:
                 cmd += ["--io", io]
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
@@ -86,7 +89,8 @@ def segments(port, n, extra, ios=None, lead=2.0, timeout=120):
                 out.append((p.returncode, json.load(f), err))
         return at, out
     finally:
-        shutil.rmtree(d, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class HeaderCatcher:
@@ -369,12 +373,13 @@ class ThroughHAProxy(unittest.TestCase):
     def test_three_instances_through_haproxy_to_two_sinks(self):
         sinks = [Sink(["--proxy-protocol", "127.0.0.1", "--verify"]) for _ in range(2)]
         hp = None
+        keep = tempfile.mkdtemp(prefix="benchseg.")
         try:
             front = free_port()
             hp = HAProxy(front, [(s.port, "send-proxy-v2") for s in sinks],
                          "    balance roundrobin\n")
             at, out = segments(front, 3, ["--messages", "3000", "--sessions", "12",
-                                          "--threads", "2"], ios=BACKENDS)
+                                          "--threads", "2"], ios=BACKENDS, keep=keep)
             run = Segments.check_run(self, out, at, 3000, 12)
             for s in sinks:
                 self.assertEqual(s.stop(), 0)
@@ -393,11 +398,23 @@ class ThroughHAProxy(unittest.TestCase):
                 self.assertEqual(k["proxy_headers"], k["conns_accepted"])
             # one balanced connection per smtpbench connection
             self.assertEqual(sum(s.counters()["proxy_headers"] for s in sinks), conns)
+            # smtpbench merge of the three reports and of their interval logs
+            # gives the same run: 3000 delivered, one histogram of 3000
+            files = [os.path.join(keep, "%d.%s" % (i, x)) for x in ("json", "jsonl")
+                     for i in (1, 2, 3)]
+            r = subprocess.run([SMTPBENCH, "merge", "--json", "-"] + files, capture_output=True,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            merged = json.loads(r.stdout)
+            self.assertEqual(merged["messages"]["delivered"], sum(accepted))
+            self.assertEqual(merged["histograms"]["message"]["count"], 3000)
+            self.assertEqual(merged["intervals"]["messages"]["delivered"], 3000)
         finally:
             if hp:
                 hp.stop()
             for s in sinks:
                 s.__exit__(None, None, None)
+            shutil.rmtree(keep, ignore_errors=True)
 
 
 class UsageErrors(unittest.TestCase):

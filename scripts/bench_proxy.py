@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """bench_proxy.py - two sinks behind HAProxy vs one sink direct, in one run.
 
-    scripts/bench_proxy.py --out results/DATE-haproxy [--reps 3] [--sessions 100,1000]
+    scripts/bench_proxy.py [--out results/DATE-haproxy] [--reps 3] [--sessions 100,1000] [--quick]
 
 Points (1 KiB messages, reused sessions, smtpbench --threads 1 as the
 generator, every point timed the same way: smtpbench's measured window after
@@ -30,7 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_server import cpu_seconds, free_port, meta, wait_port  # noqa: E402
+from bench_server import cpu_seconds, free_port, meta, results_dir, wait_port  # noqa: E402
 
 SERVERS = ("smtpsink", "smtp-sink")
 TOPOLOGIES = ("direct", "haproxy")
@@ -136,12 +136,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smtpsink", default="build/server/smtpsink")
     ap.add_argument("--smtpbench", default="build/bench/smtpbench")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="default results/DATE-haproxy[-N], never overwritten")
+    ap.add_argument("--quick", action="store_true", help="1 repetition, 100 sessions, 1 s")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", default="3s")
     ap.add_argument("--warmup", default="0.5s")
     ap.add_argument("--sessions", default="100,1000")
     a = ap.parse_args()
+    if a.quick:
+        a.reps, a.sessions, a.duration = 1, "100", "1s"
+    if not a.out:
+        a.out = results_dir("haproxy-quick" if a.quick else "haproxy")
     if not shutil.which("haproxy"):
         sys.exit("bench_proxy: haproxy not installed (scripts/deps.sh installs it)")
     import resource

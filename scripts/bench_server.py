@@ -100,6 +100,16 @@ def run_point(kind, sessions, size, msgs, smtpsink):
             "server_cmd": " ".join(scmd), "generator_cmd": " ".join(gcmd)}
 
 
+def results_dir(label):
+    """results/DATE-label, or -2, -3 ...: a run never overwrites another."""
+    base = os.path.join("results", time.strftime("%Y-%m-%d") + "-" + label)
+    out, n = base, 2
+    while os.path.exists(out):
+        out = "%s-%d" % (base, n)
+        n += 1
+    return out
+
+
 def meta(smtpsink):
     def sh(cmd):
         try:

@@ -36,7 +36,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_server import cpu_seconds, free_port, meta, wait_port  # noqa: E402
+from bench_server import cpu_seconds, free_port, meta, results_dir, wait_port  # noqa: E402
 
 MODES = ("plain", "starttls", "tls")
 
@@ -155,12 +155,7 @@ def main():
     if a.quick:
         a.reps, a.sessions, a.duration = 1, "100", "1s"
     if not a.out:
-        base = os.path.join("results", time.strftime("%Y-%m-%d") + "-tls" +
-                            ("-quick" if a.quick else ""))
-        a.out, n = base, 2
-        while os.path.exists(a.out):
-            a.out = "%s-%d" % (base, n)
-            n += 1
+        a.out = results_dir("tls-quick" if a.quick else "tls")
     os.makedirs(a.out, exist_ok=True)
     d = tempfile.mkdtemp(prefix="btls-cert.")
     cert, key = make_cert(d)

@@ -202,6 +202,21 @@ def free_port(host="127.0.0.1"):
     return p
 
 
+_held_ports = []
+
+
+def dead_port():
+    """A port on 127.0.0.1 where every connect is refused for as long as this
+    test process lives: bound, never listening.  (A port from free_port()
+    is only free for a moment: under ctest -j2 another test's server can
+    be given it, and a test that expects refusals then talks to that
+    server and breaks its counts.)"""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _held_ports.append(s)
+    return s.getsockname()[1]
+
+
 def listening(port):
     """A TCP socket listens on 127.0.0.1:port (from /proc/net/tcp: checking
     without connecting, since a probe through a balancer is one more

@@ -16,7 +16,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import sinklib  # noqa: E402
-from sinklib import SLOW, Sink, backends, free_port  # noqa: E402
+from sinklib import SLOW, Sink, backends, dead_port, free_port  # noqa: E402
 
 SMTPBENCH = os.environ.get("SMTPBENCH", "")
 BACKENDS = backends()
@@ -152,7 +152,7 @@ class Bench(unittest.TestCase):
                 self.assertTrue(r.stderr.startswith(b"smtpbench: "))
 
     def test_unreachable_target_fails_with_connect_errors(self):
-        rc, rep, err = bench(free_port(), "--sessions", "2", "--threads", "1", "--messages", "5")
+        rc, rep, err = bench(dead_port(), "--sessions", "2", "--threads", "1", "--messages", "5")
         self.assertEqual(rc, 1)
         self.assertEqual(rep["connections"]["failed_by"]["connect"],
                          rep["connections"]["attempts"])

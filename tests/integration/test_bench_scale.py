@@ -29,7 +29,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import sinklib  # noqa: E402
-from sinklib import SANITIZE, SLOW, HAProxy, Sink, backends, free_port  # noqa: E402
+from sinklib import SANITIZE, SLOW, HAProxy, Sink, backends, dead_port, free_port  # noqa: E402
 
 SMTPBENCH = os.environ.get("SMTPBENCH", "")
 BACKENDS = backends()
@@ -423,7 +423,7 @@ class UsageErrors(unittest.TestCase):
             self.skipTest("SMTPBENCH not set")
 
     def test_usage_errors_exit_2_before_connecting(self):
-        port = free_port()  # nothing listens: a run would fail with 1, not 2
+        port = dead_port()  # nothing listens: a run would fail with 1, not 2
         past = "%.0f" % (time.time() - 30)
         soon = "%.3f" % (time.time() + 30)
         cases = [

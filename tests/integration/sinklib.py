@@ -202,6 +202,30 @@ def free_port(host="127.0.0.1"):
     return p
 
 
+def bucket_high(i, sub_bits=8):
+    """Largest value in histogram bucket i: the layout docs/json.md documents,
+    written out independently of common/hist.c (the tests' oracle)."""
+    half = 1 << (sub_bits - 1)
+    if i < 2 * half:
+        return i
+    shift = i // half - 1
+    return ((half + i % half) << shift) + (1 << shift) - 1
+
+
+def hist_quantile(buckets, mx, q, count=None):
+    """Quantile q of {bucket: count}: the rank's bucket upper bound, clamped
+    to the max, as docs/json.md says smtpbench computes it."""
+    if count is None:
+        count = sum(buckets.values())
+    rank = min(max(int(q * count + 0.5), 1), count)
+    seen = 0
+    for i in sorted(buckets):
+        seen += buckets[i]
+        if seen >= rank:
+            return min(bucket_high(i), mx)
+    return mx
+
+
 _held_ports = []
 
 

@@ -27,33 +27,9 @@ from decimal import Decimal
 
 sys.path.insert(0, os.path.dirname(__file__))
 import sinklib  # noqa: E402
-from sinklib import SLOW, Sink  # noqa: E402
+from sinklib import SLOW, Sink, hist_quantile  # noqa: E402
 
 SMTPBENCH = os.environ.get("SMTPBENCH", "")
-SUB_BITS = 8
-HALF = 1 << (SUB_BITS - 1)
-
-
-def bucket_high(i):
-    """Largest value in bucket i (the layout documented in docs/json.md)."""
-    if i < 2 * HALF:
-        return i
-    shift = i // HALF - 1
-    return ((HALF + i % HALF) << shift) + (1 << shift) - 1
-
-
-def quantile(buckets, mx, q):
-    """The rank's bucket upper bound, clamped to the max (docs/json.md)."""
-    count = sum(buckets.values())
-    rank = min(max(int(q * count + 0.5), 1), count)
-    seen = 0
-    for i in sorted(buckets):
-        seen += buckets[i]
-        if seen >= rank:
-            return min(bucket_high(i), mx)
-    return mx
-
-
 def check(r):
     err = r.stderr.decode(errors="replace")
     if any(m in err for m in sinklib.SANITIZER_MARKS):
@@ -232,7 +208,7 @@ class Intervals(unittest.TestCase):
                 self.assertEqual(r[3:6], ["", "", ""])
                 continue
             for col, q in ((3, 0.5), (4, 0.99)):
-                self.assertEqual(ns_of(r[col]), quantile(o["b"], o["max"], q), (r, q))
+                self.assertEqual(ns_of(r[col]), hist_quantile(o["b"], o["max"], q), (r, q))
             self.assertEqual(ns_of(r[5]), o["max"])
         self.assertEqual(rate_sum, sum(delivered))
         # the totals: every window's buckets, quantiles from the sum
@@ -243,7 +219,7 @@ class Intervals(unittest.TestCase):
         mx = max(o["max"] for o in by.values())
         self.assertEqual({i: c for i, c in merged["histogram"]["buckets"]}, allb)
         for key, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)):
-            self.assertAlmostEqual(merged["latency_ms"][key] * 1e6, quantile(allb, mx, q),
+            self.assertAlmostEqual(merged["latency_ms"][key] * 1e6, hist_quantile(allb, mx, q),
                                    delta=1, msg=key)
         # and the same as merging the two runs' reports (no warm-up)
         rc, err, out = merge("--json", "-", *self.reps)

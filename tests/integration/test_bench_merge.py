@@ -19,33 +19,9 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import sinklib  # noqa: E402
-from sinklib import SLOW, Sink  # noqa: E402
+from sinklib import SLOW, Sink, hist_quantile  # noqa: E402
 
 SMTPBENCH = os.environ.get("SMTPBENCH", "")
-SUB_BITS = 8
-HALF = 1 << (SUB_BITS - 1)
-
-
-def bucket_high(i):
-    """Largest value in bucket i (the layout documented in docs/json.md)."""
-    if i < 2 * HALF:
-        return i
-    shift = i // HALF - 1
-    lo = (HALF + i % HALF) << shift
-    return lo + (1 << shift) - 1
-
-
-def quantile(buckets, count, mx, q):
-    rank = int(q * count + 0.5)
-    rank = min(max(rank, 1), count)
-    seen = 0
-    for i in sorted(buckets):
-        seen += buckets[i]
-        if seen >= rank:
-            return min(bucket_high(i), mx)
-    return mx
-
-
 def oracle(reports):
     """Sum the raw counts of reports (dicts) the way the docs say merge does."""
     out = {"messages": {}, "bytes": {}, "connections": {}, "tls": {}, "auth": {}, "retries": {},
@@ -134,7 +110,7 @@ class Merge(unittest.TestCase):
                 continue
             for key, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)):
                 self.assertAlmostEqual(merged["latency_ms"][name][key] * 1e6,
-                                       quantile(h["b"], h["count"], h["max"], q), delta=1,
+                                       hist_quantile(h["b"], h["max"], q, h["count"]), delta=1,
                                        msg=(name, key))
             # the bug this guards against: every quantile equal to the max
             if name == "message":

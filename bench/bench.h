@@ -216,8 +216,21 @@ struct bench {
 
 enum { D_WAIT = 0, D_BACKOFF, D_CONNECTING, D_LIVE, D_DONE };
 
+/* A message in flight on a session: --depth N keeps up to N per session,
+ * in the order they were begun (results come back in that order). */
+struct bmsg {
+	uint64_t t_intended, t_start;
+	uint64_t t_first; /* intended start of the message's first attempt */
+	uint64_t seq;     /* stamp sequence number and {n} */
+	const struct body *body;
+	uint16_t attempt; /* attempts of this message before this one */
+	char stamp[STAMP_LINE_LEN];
+};
+
 struct csess {
 	struct client cl;
+	struct bmsg *m;     /* ring of cfg.client.depth (at least 1) messages */
+	uint8_t mq_h, mq_n; /* its head and how many are in flight */
 	int fd;
 	uint32_t gen;     /* bumped at close: late io_uring completions are stale */
 	uint8_t st;       /* D_* */
@@ -228,15 +241,10 @@ struct csess {
 	uint8_t send_busy;    /* io_uring: a sendmsg in flight */
 	uint8_t end_by_retry; /* the connection ends with a message queued again */
 	uint8_t claim;        /* --messages: connecting for one of the unstarted messages */
-	uint16_t attempt;     /* attempts of the current message before this one */
 	int target;
 	uint64_t deadline; /* reply/connect deadline, or end of back-off */
-	uint64_t t_connect, t_intended, t_start, t_rt;
-	uint64_t t_first; /* intended start of the current message's first attempt */
-	uint64_t seq;     /* the current message's stamp sequence number and {n} */
-	uint64_t msgs;    /* messages started on this connection */
-	const struct body *body;
-	char stamp[STAMP_LINE_LEN];
+	uint64_t t_connect, t_rt;
+	uint64_t msgs; /* messages started on this connection */
 	/* --proxy: the connection's PROXY header, sent before anything else
 	 * (before the greeting is read, before a ClientHello); pre_off of
 	 * pre_len octets are out */
@@ -276,7 +284,9 @@ struct loop {
 	const struct bench_io *io;
 	struct csess *s;
 	char *cmdbufs;
-	uint32_t *cq; /* FIFO of sessions waiting for a connect slot */
+	struct bmsg *msgs; /* every session's ring, one block */
+	uint32_t depth;    /* ring size: --depth, at least 1 */
+	uint32_t *cq;      /* FIFO of sessions waiting for a connect slot */
 	uint32_t cq_head, cq_len;
 	uint64_t cr_next; /* --connect-rate: next connect allowed */
 	uint64_t cr_interval;

@@ -191,6 +191,7 @@ static void start_connect(struct loop *L, struct csess *s, uint64_t now)
 	s->send_busy = 0;
 	s->end_by_retry = 0;
 	s->pre_off = s->pre_len = 0;
+	s->mq_h = s->mq_n = 0;
 	L->t->st.conn_attempts++;
 	s->fd =
 	    socket(c->target[s->target].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -266,24 +267,37 @@ static void stalled(struct loop *L, uint64_t now)
 		L->stall_since = now;
 }
 
-/* requeue - the failed attempt on s will be tried again after the delay;
+/* requeue - the failed attempt of m will be tried again after the delay;
  * false when the queue is full. */
-static bool requeue(struct loop *L, const struct csess *s, uint64_t now)
+static bool requeue(struct loop *L, const struct bmsg *m, uint64_t now)
 {
 	const struct bench_cfg *c = &L->b->cfg;
 	struct retry_ent e = {.due = now + c->retry_delay_ns,
-	                      .seq = s->seq,
-	                      .t_first = s->t_first,
-	                      .body = (uint16_t)(s->body - c->bodies),
-	                      .attempts = (uint16_t)(s->attempt + 1)};
+	                      .seq = m->seq,
+	                      .t_first = m->t_first,
+	                      .body = (uint16_t)(m->body - c->bodies),
+	                      .attempts = (uint16_t)(m->attempt + 1)};
 
 	return retryq_push(&L->rq, &e);
 }
 
-/* account - an attempt of the message in progress on s has its result;
- * returns true when the message was queued for another attempt (it has no
- * outcome yet), false when this is its one final outcome. */
+static bool account_msg(struct loop *L, struct csess *s, const struct bmsg *m, uint64_t now);
+
+/* account - an attempt of the oldest message in flight on s has its
+ * result (c->res); returns true when the message was queued for another
+ * attempt (it has no outcome yet), false when this is its one final
+ * outcome. */
 static bool account(struct loop *L, struct csess *s, uint64_t now)
+{
+	const struct bmsg *m = &s->m[s->mq_h];
+	bool again = account_msg(L, s, m, now);
+
+	s->mq_h = (uint8_t)((s->mq_h + 1) % L->depth);
+	s->mq_n--;
+	return again;
+}
+
+static bool account_msg(struct loop *L, struct csess *s, const struct bmsg *m, uint64_t now)
 {
 	const struct client_result *r = &s->cl.res;
 	struct bench_stats *st = &L->t->st;
@@ -301,11 +315,11 @@ static bool account(struct loop *L, struct csess *s, uint64_t now)
 		note_error(L, r->fail, what, r->text);
 		st->attempt_failed_by[r->fail]++;
 		if (client_retryable(r)) {
-			if (!s->attempt)
+			if (!m->attempt)
 				st->retry_first_failed++;
-			if (s->attempt >= b->cfg.retry)
+			if (m->attempt >= b->cfg.retry)
 				st->retry_exhausted++; /* with --retry 0: every transient failure */
-			else if (requeue(L, s, now))
+			else if (requeue(L, m, now))
 				return true;
 			else
 				st->retry_queue_full++;
@@ -315,28 +329,28 @@ static bool account(struct loop *L, struct csess *s, uint64_t now)
 		ivl_msg(&L->t->ivl, now, IVL_FAILED, 0); /* --interval-log */
 		return false;
 	}
-	uint64_t octets = STAMP_LINE_LEN + s->body->size;
+	uint64_t octets = STAMP_LINE_LEN + m->body->size;
 	if (r->outcome == CLIENT_DELIVERED)
 		st->delivered++;
 	else
 		st->partial++;
-	if (s->attempt)
+	if (m->attempt)
 		st->retry_recovered++;
 	/* --interval-log: every final outcome, warm-up included (its
 	 * intervals are marked), latency as in the message histogram */
 	ivl_msg(&L->t->ivl, now, r->outcome == CLIENT_DELIVERED ? IVL_DELIVERED : IVL_PARTIAL,
-	        now - s->t_intended);
+	        now - m->t_intended);
 	st->bytes += octets;
 	/* a message belongs to the window its first attempt was meant to
 	 * start in: retries neither add to nor move the measured count */
-	if (s->t_first >= b->start_ns) {
+	if (m->t_first >= b->start_ns) {
 		st->measured++;
 		st->measured_bytes += octets;
-		hist_record(&st->msg, now - s->t_intended);
-		hist_record(&st->msg_raw, now - s->t_start);
+		hist_record(&st->msg, now - m->t_intended);
+		hist_record(&st->msg_raw, now - m->t_start);
 		if (b->cfg.retry) /* without retries it is msg: copied at the end */
-			hist_record(&st->delivery, now - s->t_first);
-		hist_record(&L->t->interval, now - s->t_intended);
+			hist_record(&st->delivery, now - m->t_first);
+		hist_record(&L->t->interval, now - m->t_intended);
 	}
 	return false;
 }
@@ -443,19 +457,20 @@ static unsigned begin_attempt(struct loop *L, struct csess *s, uint64_t seq,
 {
 	const struct bench_cfg *c = &L->b->cfg;
 	struct client_msg m;
+	struct bmsg *b = &s->m[(s->mq_h + s->mq_n++) % L->depth];
 
 	s->msgs++;
-	s->body = body;
-	s->seq = seq;
-	s->attempt = attempt;
-	s->t_intended = t_intended;
-	s->t_first = t_first;
-	s->t_start = now;
+	b->body = body;
+	b->seq = seq;
+	b->attempt = attempt;
+	b->t_intended = t_intended;
+	b->t_first = t_first;
+	b->t_start = now;
 	/* the same seq and body give the same stamp line: a retry is the same
 	 * message to smtpsink --verify, a duplicate only if it arrives twice */
-	stamp_format(s->stamp, c->run_id, seq, body->hash);
+	stamp_format(b->stamp, c->run_id, seq, body->hash);
 	m = (struct client_msg){.n = seq,
-	                        .stamp = s->stamp,
+	                        .stamp = b->stamp,
 	                        .stamp_len = STAMP_LINE_LEN,
 	                        .raw = body->raw,
 	                        .raw_len = body->size,
@@ -534,6 +549,10 @@ static void handle(struct loop *L, struct csess *s, unsigned act, uint64_t now)
 	 * failure of its own (exit status) */
 	if ((act & CLIENT_ACT_MSG) && account(L, s, now) && (act & CLIENT_ACT_CLOSE))
 		s->end_by_retry = 1;
+	if (act & CLIENT_ACT_CLOSE)
+		while (client_lost(&s->cl)) /* --depth: the others in flight */
+			if (account(L, s, now))
+				s->end_by_retry = 1;
 	if (act & CLIENT_ACT_TLS) /* sends the ClientHello, or fails the session */
 		act |= tls_begin(L, s, now);
 	if ((act & (CLIENT_ACT_READY | CLIENT_ACT_CLOSE)) == CLIENT_ACT_READY) {
@@ -542,7 +561,14 @@ static void handle(struct loop *L, struct csess *s, unsigned act, uint64_t now)
 			st->conn_established++;
 			hist_record(&st->connect, now - s->t_connect);
 		}
-		act |= next(L, s, now);
+		/* --depth: fill the pipeline while the core has room (READY
+		 * means "room for one more", not always an idle session) */
+		while (client_can_begin(&s->cl)) {
+			unsigned a = next(L, s, now);
+			act |= a;
+			if ((a & (CLIENT_ACT_SEND | CLIENT_ACT_CLOSE)) != CLIENT_ACT_SEND)
+				break;
+		}
 	}
 	if (act & CLIENT_ACT_CLOSE)
 		s->want_close = 1;
@@ -737,6 +763,8 @@ static void abort_all(struct loop *L, uint64_t now)
 			unsigned act = client_abort(&s->cl);
 			if (act & CLIENT_ACT_MSG)
 				account(L, s, now);
+			while (client_lost(&s->cl))
+				account(L, s, now);
 			tls_close(L, s);
 			L->io->close(L, s);
 		} else if (s->st == D_CONNECTING) {
@@ -758,7 +786,7 @@ static void housekeeping(struct loop *L, uint64_t now, uint64_t *last_tick, uint
 	if (t->rate > 0)
 		for (uint32_t i = 0; i < t->nsess && now >= L->next_sched_ns; i++) {
 			struct csess *s = &L->s[i];
-			if (s->st == D_LIVE && s->cl.state == CLIENT_ST_READY) {
+			if (s->st == D_LIVE && client_can_begin(&s->cl)) {
 				uint32_t gen = s->gen;
 				handle(L, s, CLIENT_ACT_READY, now);
 				settle(L, s, gen, now);
@@ -821,7 +849,9 @@ int bench_run(struct bench_thread *t)
 		L->cq = calloc(t->nsess, sizeof(*L->cq));
 		/* every session's command buffer, sized once from the configuration */
 		L->cmdbufs = malloc(cap * t->nsess);
-		ret = L->s && L->cq && L->cmdbufs ? 0 : -ENOMEM;
+		L->depth = c->client.depth > 1 ? c->client.depth : 1;
+		L->msgs = calloc((size_t)t->nsess * L->depth, sizeof(*L->msgs));
+		ret = L->s && L->cq && L->cmdbufs && L->msgs ? 0 : -ENOMEM;
 		/* --retry: the queue is allocated once, here, never grown */
 		if (!ret && c->retry)
 			ret = retryq_init(&L->rq, t->retry_cap);
@@ -844,6 +874,7 @@ int bench_run(struct bench_thread *t)
 		free(L->s);
 		free(L->cq);
 		free(L->cmdbufs);
+		free(L->msgs);
 		retryq_free(&L->rq);
 		free(L);
 		return ret;
@@ -869,6 +900,7 @@ int bench_run(struct bench_thread *t)
 		struct csess *s = &L->s[i];
 		s->fd = -1;
 		client_init(&s->cl, &c->client, &t->st.replies, L->cmdbufs + cap * i, cap);
+		s->m = L->msgs + (size_t)i * L->depth;
 		s->cl.sid = t->first_sid + i;
 		queue_connect(L, s);
 	}
@@ -912,6 +944,7 @@ int bench_run(struct bench_thread *t)
 	free(L->s);
 	free(L->cq);
 	free(L->cmdbufs);
+	free(L->msgs);
 	retryq_free(&L->rq);
 	free(L);
 	return 0;

@@ -83,6 +83,10 @@ static void usage(void)
 	    "      --ehlo NAME          EHLO name [client.test]; --helo sends HELO instead\n"
 	    "      --pipelining auto|on|off  RFC 2920 when advertised (auto) [auto]\n"
 	    "      --bdat               use BDAT (RFC 3030 CHUNKING) instead of DATA\n"
+	    "      --depth N            up to N messages in flight per session [1]: BDAT\n"
+	    "                           transactions back to back, or with DATA the next\n"
+	    "                           envelope behind each content (at most 2); needs\n"
+	    "                           PIPELINING\n"
 	    "      --starttls           STARTTLS (RFC 3207) before anything else; a server\n"
 	    "                           that does not offer it fails the session\n"
 	    "      --tls                implicit TLS from the first octet (RFC 8314, port 465)\n"
@@ -487,6 +491,7 @@ int main(int argc, char **argv)
 		O_HELO,
 		O_PIPE,
 		O_BDAT,
+		O_DEPTH,
 		O_CRATE,
 		O_TIMEOUT,
 		O_ATTEMPTS,
@@ -524,6 +529,7 @@ int main(int argc, char **argv)
 	    {"helo", no_argument, NULL, O_HELO},
 	    {"pipelining", required_argument, NULL, O_PIPE},
 	    {"bdat", no_argument, NULL, O_BDAT},
+	    {"depth", required_argument, NULL, O_DEPTH},
 	    {"rate", required_argument, NULL, 'R'},
 	    {"connect-rate", required_argument, NULL, O_CRATE},
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
@@ -640,6 +646,12 @@ int main(int argc, char **argv)
 			break;
 		case O_BDAT:
 			cc->bdat = true;
+			break;
+		case O_DEPTH:
+			if (units_parse_count(optarg, &v) || !v || v > CLIENT_DEPTH_MAX)
+				usage_error("invalid --depth '%s' (1..%d)", optarg,
+				            CLIENT_DEPTH_MAX);
+			cc->depth = (uint32_t)v;
 			break;
 		case 'R':
 			c->rate = strtod(optarg, NULL);
@@ -790,6 +802,9 @@ int main(int argc, char **argv)
 		usage_error("--from/--to must not hold CR, LF, '<' or '>'");
 	if (starttls && implicit)
 		usage_error("--starttls and --tls exclude each other");
+	if (cc->depth > 1 && (cc->pipelining == 0 || cc->helo))
+		usage_error(
+		    "--depth needs PIPELINING (RFC 2920): not with --pipelining off or --helo");
 	cc->tls = starttls ? CLIENT_TLS_STARTTLS : implicit ? CLIENT_TLS_IMPLICIT : CLIENT_TLS_NONE;
 	if (!cc->tls && (c->tls_verify || c->tls_resume))
 		usage_error("--tls-verify, --tls-ca and --tls-resume need --starttls or --tls");

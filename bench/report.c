@@ -503,6 +503,7 @@ int bench_json(struct bench *b, const struct bench_stats *t, double secs, double
 	                                : cc->pipelining   ? "on"
 	                                                   : "off"));
 	json_object_set_new(opt, "bdat", json_boolean(cc->bdat));
+	json_object_set_new(opt, "depth", json_integer(cc->depth > 1 ? cc->depth : 1));
 	json_object_set_new(opt, "msgs_per_session", ju(c->msgs_per_session));
 	json_object_set_new(opt, "timeout_s", json_real((double)c->timeout_ns / 1e9));
 	json_object_set_new(opt, "max_attempts", ju(c->max_attempts));

@@ -141,11 +141,20 @@ size_t client_tpl_s_max(const char *tpl)
 	return n;
 }
 
+/* env_size - command text of one group at its longest: an RSET (--depth,
+ * after a failure), MAIL, every RCPT, DATA or BDAT. */
+static size_t env_size(const struct client_cfg *cfg)
+{
+	return sizeof("RSET\r\n") + sizeof("MAIL FROM:<>\r\n") + tpl_max(cfg->from_tpl) +
+	       (size_t)cfg->rcpts * (sizeof("RCPT TO:<>\r\n") + tpl_max(cfg->to_tpl)) +
+	       sizeof("BDAT 18446744073709551615 LAST\r\n") + sizeof("DATA\r\n");
+}
+
 size_t client_cmd_cap(const struct client_cfg *cfg)
 {
-	size_t env = sizeof("MAIL FROM:<>\r\n") + tpl_max(cfg->from_tpl) +
-	             (size_t)cfg->rcpts * (sizeof("RCPT TO:<>\r\n") + tpl_max(cfg->to_tpl)) +
-	             sizeof("BDAT 18446744073709551615 LAST\r\n") + sizeof("DATA\r\n");
+	/* --depth: two groups may wait unsent behind each other (the iovec
+	 * room allows no more, client_can_begin()) */
+	size_t env = env_size(cfg) * (cfg->depth > 1 ? 2 : 1);
 	size_t greet = sizeof("EHLO \r\n") + strlen(cfg->ehlo);
 	/* the longest AUTH line: PLAIN's initial response "\0user\0pass" */
 	size_t auth = sizeof("AUTH PLAIN \r\n") + 4 * ((2 + 2 * CLIENT_AUTH_MAX + 2) / 3);
@@ -165,6 +174,7 @@ void client_init(struct client *c, const struct client_cfg *cfg, struct client_s
 	c->stats = stats;
 	c->cmd = cmd;
 	c->cmd_cap = cap;
+	c->env_max = env_size(cfg);
 }
 
 unsigned client_start(struct client *c)
@@ -179,7 +189,10 @@ unsigned client_start(struct client *c)
 	c->ext = 0;
 	c->mechs = 0;
 	c->tls_up = 0;
-	c->in_msg = 0;
+	c->inflight = 0;
+	c->res_old = 0;
+	c->rset_next = 0;
+	c->rset_mask = 0;
 	c->nout = 0;
 	c->cmd_len = 0;
 	if (c->cfg->tls == CLIENT_TLS_IMPLICIT) {
@@ -328,7 +341,6 @@ static unsigned finish(struct client *c, bool accepted, uint8_t cmd, uint16_t co
 {
 	struct client_result *r = &c->res;
 
-	c->in_msg = 0;
 	if (accepted && !c->decided) {
 		r->outcome = r->rcpt_ok == c->cfg->rcpts ? CLIENT_DELIVERED : CLIENT_PARTIAL;
 		r->fail = CLIENT_FAIL_NONE;
@@ -342,7 +354,30 @@ static unsigned finish(struct client *c, bool accepted, uint8_t cmd, uint16_t co
 		r->outcome = CLIENT_FAILED;
 		r->text = c->res_text;
 	}
+	/* the next in flight (--depth) becomes the head; its replies come
+	 * next.  res stays for the driver until that first reply (fresh()) */
+	c->inflight--;
+	c->rset_mask >>= 1;
+	c->msg = c->msg_next;
+	c->await = 0;
+	c->mail_ok = 0;
+	c->decided = 0;
+	c->res_old = 1;
 	return CLIENT_ACT_MSG;
+}
+
+/* fresh - the head's result starts empty (the last one has been read). */
+static void fresh(struct client *c)
+{
+	if (c->res_old) {
+		memset(&c->res, 0, sizeof(c->res));
+		c->res_old = 0;
+	}
+}
+
+static bool deep(const struct client *c)
+{
+	return c->cfg->depth > 1 && c->pipe;
 }
 
 /* fail_msg - end the session with the message in progress failed. */
@@ -351,7 +386,8 @@ static unsigned fail_msg(struct client *c, uint8_t fail, uint8_t cmd, uint16_t c
 {
 	unsigned act = 0;
 
-	if (c->in_msg) {
+	if (c->inflight) {
+		fresh(c);
 		decide(c, fail, cmd, code, text, definite);
 		act |= finish(c, false, cmd, code);
 	}
@@ -369,27 +405,26 @@ static unsigned send_line(struct client *c, const char *verb, const char *arg, u
 	return CLIENT_ACT_SEND;
 }
 
-static int put_mail(struct client *c)
+static int put_mail(struct client *c, const struct client_msg *m)
 {
-	return puts_(c, "MAIL FROM:<") || put_tpl(c, c->cfg->from_tpl, c->msg.n, 0) ||
+	return puts_(c, "MAIL FROM:<") || put_tpl(c, c->cfg->from_tpl, m->n, 0) ||
 	       put(c, ">\r\n", 3);
 }
 
-static int put_rcpt(struct client *c, uint32_t r)
+static int put_rcpt(struct client *c, const struct client_msg *m, uint32_t r)
 {
-	return puts_(c, "RCPT TO:<") || put_tpl(c, c->cfg->to_tpl, c->msg.n, r) ||
-	       put(c, ">\r\n", 3);
+	return puts_(c, "RCPT TO:<") || put_tpl(c, c->cfg->to_tpl, m->n, r) || put(c, ">\r\n", 3);
 }
 
 /* put_last - DATA, or BDAT with the whole content as one LAST chunk (RFC
  * 3030 2: the octet count covers exactly the octets that follow). */
-static int put_last(struct client *c)
+static int put_last(struct client *c, const struct client_msg *m)
 {
 	if (!c->cfg->bdat)
 		return puts_(c, "DATA\r\n");
-	return puts_(c, "BDAT ") || put_u64(c, c->msg.stamp_len + c->msg.raw_len) ||
-	       puts_(c, " LAST\r\n") || out_add(c, c->msg.stamp, c->msg.stamp_len) ||
-	       out_add(c, c->msg.raw, c->msg.raw_len);
+	return puts_(c, "BDAT ") || put_u64(c, m->stamp_len + m->raw_len) ||
+	       puts_(c, " LAST\r\n") || out_add(c, m->stamp, m->stamp_len) ||
+	       out_add(c, m->raw, m->raw_len);
 }
 
 static unsigned overflow(struct client *c)
@@ -398,34 +433,76 @@ static unsigned overflow(struct client *c)
 	                "server replied ahead of the client's commands", false);
 }
 
+bool client_can_begin(const struct client *c)
+{
+	if (c->state == CLIENT_ST_READY)
+		return true;
+	if (!deep(c) || !c->inflight || c->inflight >= c->cfg->depth)
+		return false;
+	/* BDAT: behind any group in flight; DATA: behind the head's content */
+	if (c->cfg->bdat ? c->state != CLIENT_ST_TX : c->state != CLIENT_ST_END || c->inflight != 1)
+		return false;
+	/* a group takes at most 3 iovecs (commands, stamp, body) */
+	return c->nout + 3 <= CLIENT_IOV_MAX && c->cmd_cap - c->cmd_len >= c->env_max;
+}
+
 unsigned client_begin(struct client *c, const struct client_msg *m)
 {
-	if (c->state != CLIENT_ST_READY)
+	if (!client_can_begin(c))
 		return 0;
-	c->msg = *m;
-	c->await = 0;
-	c->mail_ok = 0;
-	c->decided = 0;
-	c->in_msg = 1;
-	memset(&c->res, 0, sizeof(c->res));
-	c->state = CLIENT_ST_TX;
-	if (put_mail(c))
+	if (c->state == CLIENT_ST_READY) {
+		c->msg = *m;
+		c->await = 0;
+		c->mail_ok = 0;
+		c->decided = 0;
+		c->res_old = 0;
+		memset(&c->res, 0, sizeof(c->res));
+		c->state = CLIENT_ST_TX;
+	} else if (!c->cfg->bdat) {
+		c->msg_next = *m; /* its content goes out at its 354 */
+	}
+	if (c->rset_next) {
+		/* --depth: a failed transaction may have left the server inside
+		 * one (every RCPT refused); the next group starts clean (RFC 5321
+		 * 4.1.1.5; RFC 2920 3.1 lets RSET go anywhere in a group) */
+		if (puts_(c, "RSET\r\n"))
+			return overflow(c);
+		c->rset_mask |= 1ull << c->inflight;
+		c->rset_next = 0;
+	}
+	c->inflight++;
+	if (put_mail(c, m))
 		return overflow(c);
 	if (c->pipe) {
 		/* RFC 2920 3.1: MAIL, RCPTs and DATA/BDAT in one group, DATA last */
 		for (uint32_t r = 0; r < c->cfg->rcpts; r++)
-			if (put_rcpt(c, r))
+			if (put_rcpt(c, m, r))
 				return overflow(c);
-		if (put_last(c))
+		if (put_last(c, m))
 			return overflow(c);
 	}
 	return CLIENT_ACT_SEND;
+}
+
+bool client_lost(struct client *c)
+{
+	char why[REPLY_TEXT_MAX];
+
+	if (!c->inflight || c->state != CLIENT_ST_CLOSED)
+		return false;
+	fresh(c);
+	snprintf(why, sizeof(why), "no reply, the session ended: %.100s", c->text);
+	decide(c, c->fail != CLIENT_FAIL_NONE ? c->fail : CLIENT_FAIL_DROPPED, CLIENT_CMD_NONE, 0,
+	       why, false);
+	finish(c, false, CLIENT_CMD_NONE, 0);
+	return true;
 }
 
 unsigned client_quit(struct client *c)
 {
 	if (c->state != CLIENT_ST_READY)
 		return 0;
+	c->rset_next = 0; /* QUIT ends whatever state the server is in */
 	return send_line(c, "QUIT", NULL, CLIENT_ST_QUIT);
 }
 
@@ -439,20 +516,37 @@ static unsigned after_failed_tx(struct client *c)
 /* tx_reply - one reply inside a transaction (state TX). */
 static unsigned tx_reply(struct client *c, const struct reply *r)
 {
-	uint32_t k = c->cfg->rcpts, i = c->await++;
+	uint32_t k = c->cfg->rcpts, i;
 	unsigned rc = code_rc(r->code);
 	bool two = r->code >= 200 && r->code < 300;
 
+	if (c->rset_mask & 1) { /* --depth: the RSET that opened this group */
+		c->stats->replies[CLIENT_CMD_RSET][two ? CLIENT_RC_OK : rc]++;
+		c->rset_mask &= ~1ull;
+		if (!two)
+			return fail_msg(c, code_fail(r->code), CLIENT_CMD_RSET, r->code, r->text,
+			                true);
+		return 0;
+	}
+	i = c->await++;
 	if (i == 0) { /* MAIL */
 		c->stats->replies[CLIENT_CMD_MAIL][two ? CLIENT_RC_OK : rc]++;
-		c->mail_ok = two;
-		if (!two)
+		/* --depth with BDAT: a transaction whose every RCPT was refused
+		 * stays open at the server (its BDAT is refused, nothing resets
+		 * it), and the group already sent behind it gets "503 nested
+		 * MAIL" - its RCPTs and content then go into that open
+		 * transaction.  Whether this message was taken is decided by the
+		 * reply to its content, as the server sees it; the group after
+		 * the refusal starts with RSET (rset_next), so one at most. */
+		bool nested = !two && r->code == 503 && deep(c) && c->cfg->bdat;
+		c->mail_ok = two || nested;
+		if (!two && !nested)
 			decide(c, code_fail(r->code), CLIENT_CMD_MAIL, r->code, r->text, true);
 		if (c->pipe)
 			return 0;
 		if (!two)
 			return finish(c, false, CLIENT_CMD_MAIL, r->code) | after_failed_tx(c);
-		return put_rcpt(c, 0) ? overflow(c) : CLIENT_ACT_SEND;
+		return put_rcpt(c, &c->msg, 0) ? overflow(c) : CLIENT_ACT_SEND;
 	}
 	if (i <= k) { /* RCPT i-1; RFC 5321 4.2.5: 250 and 251 both accept */
 		c->stats->replies[CLIENT_CMD_RCPT][two ? CLIENT_RC_OK : rc]++;
@@ -470,10 +564,10 @@ static unsigned tx_reply(struct client *c, const struct reply *r)
 		if (c->pipe)
 			return 0;
 		if (i < k)
-			return put_rcpt(c, i) ? overflow(c) : CLIENT_ACT_SEND;
+			return put_rcpt(c, &c->msg, i) ? overflow(c) : CLIENT_ACT_SEND;
 		if (!c->res.rcpt_ok)
 			return finish(c, false, CLIENT_CMD_RCPT, r->code) | after_failed_tx(c);
-		return put_last(c) ? overflow(c) : CLIENT_ACT_SEND;
+		return put_last(c, &c->msg) ? overflow(c) : CLIENT_ACT_SEND;
 	}
 	if (c->cfg->bdat) { /* BDAT n LAST */
 		c->stats->replies[CLIENT_CMD_BDAT][two ? CLIENT_RC_OK : rc]++;
@@ -484,6 +578,13 @@ static unsigned tx_reply(struct client *c, const struct reply *r)
 			decide(c, CLIENT_FAIL_PROTOCOL, CLIENT_CMD_BDAT, r->code,
 			       "BDAT accepted without a valid envelope", true);
 		unsigned act = finish(c, ok, CLIENT_CMD_BDAT, r->code);
+		if (deep(c)) {
+			/* RFC 3030 2: the BDAT LAST reply ends the transaction; the
+			 * next in flight is the head now, its replies follow */
+			c->rset_next |= !ok;
+			c->state = c->inflight ? CLIENT_ST_TX : CLIENT_ST_READY;
+			return act | CLIENT_ACT_READY;
+		}
 		if (ok) {
 			c->state = CLIENT_ST_READY;
 			return act | CLIENT_ACT_READY;
@@ -498,7 +599,8 @@ static unsigned tx_reply(struct client *c, const struct reply *r)
 			if (out_add(c, c->msg.stamp, c->msg.stamp_len) ||
 			    out_add(c, c->msg.wire, c->msg.wire_len))
 				return overflow(c);
-			return CLIENT_ACT_SEND;
+			/* --depth: the next envelope may follow the content */
+			return CLIENT_ACT_SEND | (deep(c) ? CLIENT_ACT_READY : 0);
 		}
 		/* RFC 2920 3.1: DATA accepted although no recipient was: send an
 		 * empty message (a lone dot); the message has failed already */
@@ -617,6 +719,10 @@ static unsigned ehlo_done(struct client *c)
 		return send_line(c, "STARTTLS", NULL, CLIENT_ST_STARTTLS);
 	}
 	c->pipe = cfg->pipelining == 1 || (cfg->pipelining < 0 && (c->ext & CLIENT_EXT_PIPELINING));
+	if (cfg->depth > 1 && !c->pipe)
+		/* --depth is pipelining: without it there is nothing to measure */
+		return refuse(c, CLIENT_FAIL_UNSUPPORTED, CLIENT_CMD_EHLO, 0,
+		              "--depth: server does not offer PIPELINING");
 	if (cfg->bdat && !(c->ext & CLIENT_EXT_CHUNKING))
 		/* --bdat is a demand, not a preference: say so and leave */
 		return refuse(c, CLIENT_FAIL_UNSUPPORTED, CLIENT_CMD_EHLO, 0,
@@ -696,7 +802,8 @@ static uint8_t cur_cmd(const struct client *c)
 	case CLIENT_ST_AUTH:
 		return CLIENT_CMD_AUTH;
 	case CLIENT_ST_TX:
-		return c->await == 0               ? CLIENT_CMD_MAIL
+		return c->rset_mask & 1            ? CLIENT_CMD_RSET
+		       : c->await == 0             ? CLIENT_CMD_MAIL
 		       : c->await <= c->cfg->rcpts ? CLIENT_CMD_RCPT
 		       : c->cfg->bdat              ? CLIENT_CMD_BDAT
 		                                   : CLIENT_CMD_DATA;
@@ -787,7 +894,8 @@ static unsigned on_reply(struct client *c, const struct reply *r)
 		/* RFC 5321 4.1.1.4: the end of data ends the transaction either
 		 * way; no RSET needed */
 		unsigned act = finish(c, two, CLIENT_CMD_END, r->code);
-		c->state = CLIENT_ST_READY;
+		/* --depth: the envelope sent behind the content is the head now */
+		c->state = c->inflight ? CLIENT_ST_TX : CLIENT_ST_READY;
 		return act | CLIENT_ACT_READY;
 	}
 	case CLIENT_ST_RSET:
@@ -893,6 +1001,8 @@ size_t client_feed(struct client *c, const char *p, size_t n, unsigned *act)
 		}
 		if (c->state == CLIENT_ST_AUTH)
 			auth_redact(&r);
+		if (c->state == CLIENT_ST_TX || c->state == CLIENT_ST_END)
+			fresh(c);
 		*act = CLIENT_ACT_REPLY | on_reply(c, &r);
 	}
 	return used;

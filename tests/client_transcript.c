@@ -22,6 +22,8 @@
  *   rcpts=N msgs=N pipelining=auto|on|off bdat=0|1 helo=0|1
  *   from=TPL to=TPL ehlo=NAME tls=none|starttls|implicit tlsfail=0|1
  *   auth_user=TPL auth_pass=TPL auth_mech=auto|PLAIN|LOGIN sid=N retry=N
+ *   depth=N (on READY, begin messages while client_can_begin(); a message
+ *   lost when the session ends shows as "== msg N: ... (lost)")
  * Usage: client_transcript DIR [--write]
  */
 #include <dirent.h>
@@ -129,6 +131,8 @@ static int parse_opts(char *line, struct tcfg *t)
 			t->sid = (unsigned)strtoul(v, NULL, 10);
 		else if (!strcmp(s, "retry"))
 			t->retry = (unsigned)strtoul(v, NULL, 10);
+		else if (!strcmp(s, "depth"))
+			t->cc.depth = (uint32_t)strtoul(v, NULL, 10);
 		else
 			return -1;
 	}
@@ -142,10 +146,51 @@ static const char wire[] = "Subject: t\r\n\r\n..dot\r\n.\r\n";
 /* The driver's state: messages started, and the one waiting for a retry. */
 struct drv {
 	unsigned started;
-	unsigned cur;      /* number of the message in progress */
-	unsigned attempts; /* attempts of the message in progress */
-	unsigned again;    /* message to begin again on the next READY, 0: none */
+	unsigned cur;                    /* number of the message whose result came last */
+	unsigned attempts;               /* attempts of the message in progress (depth 1) */
+	unsigned again;                  /* message to begin again on the next READY, 0: none */
+	unsigned fifo[CLIENT_DEPTH_MAX]; /* numbers in flight, oldest first */
+	unsigned fh, fn;
 };
+
+/* flush - the client's output is written at once. */
+static void flush(struct client *c, struct run *r)
+{
+	int n;
+	const struct iovec *iov = client_out(c, &n);
+	size_t total = 0;
+
+	for (int i = 0; i < n; i++) {
+		emit(r, iov[i].iov_base, iov[i].iov_len);
+		total += iov[i].iov_len;
+	}
+	client_wrote(c, total);
+}
+
+static void result(struct client *c, const struct tcfg *t, struct drv *d, struct run *r,
+                   const char *tag)
+{
+	const struct client_result *x = &c->res;
+	static const char *oc[] = {"delivered", "partial", "failed"};
+
+	d->cur = d->fifo[d->fh++ % CLIENT_DEPTH_MAX];
+	d->fn--;
+	emitf(r, "== msg %u: %s", d->cur, oc[x->outcome]);
+	if (x->outcome == CLIENT_FAILED)
+		emitf(r, " %s at %s (%u%s) \"%s\"", client_fail_name(x->fail),
+		      client_cmd_name(x->cmd), x->code, x->definite ? ", definite" : "", x->text);
+	emitf(r, " rcpt ok=%u 4xx=%u 5xx=%u other=%u%s\n", x->rcpt_ok, x->rcpt_4xx, x->rcpt_5xx,
+	      x->rcpt_other, tag);
+	if (t->retry && x->outcome == CLIENT_FAILED) {
+		bool again = client_retryable(x);
+		emitf(r, "== retry: %s\n",
+		      !again                   ? "no (permanent)"
+		      : d->attempts > t->retry ? "no (retries exhausted)"
+		                               : "yes");
+		if (again && d->attempts <= t->retry)
+			d->again = d->cur;
+	}
+}
 
 /* handle - act as the driver on action bits. */
 static void handle(struct client *c, const struct tcfg *t, unsigned act, struct drv *d,
@@ -153,24 +198,7 @@ static void handle(struct client *c, const struct tcfg *t, unsigned act, struct 
 {
 	while (act) {
 		if (act & CLIENT_ACT_MSG) {
-			const struct client_result *x = &c->res;
-			static const char *oc[] = {"delivered", "partial", "failed"};
-			emitf(r, "== msg %u: %s", d->cur, oc[x->outcome]);
-			if (x->outcome == CLIENT_FAILED)
-				emitf(r, " %s at %s (%u%s) \"%s\"", client_fail_name(x->fail),
-				      client_cmd_name(x->cmd), x->code,
-				      x->definite ? ", definite" : "", x->text);
-			emitf(r, " rcpt ok=%u 4xx=%u 5xx=%u other=%u\n", x->rcpt_ok, x->rcpt_4xx,
-			      x->rcpt_5xx, x->rcpt_other);
-			if (t->retry && x->outcome == CLIENT_FAILED) {
-				bool again = client_retryable(x);
-				emitf(r, "== retry: %s\n",
-				      !again                   ? "no (permanent)"
-				      : d->attempts > t->retry ? "no (retries exhausted)"
-				                               : "yes");
-				if (again && d->attempts <= t->retry)
-					d->again = d->cur;
-			}
+			result(c, t, d, r, "");
 		}
 		unsigned next = 0;
 		if (act & CLIENT_ACT_CLOSE) {
@@ -179,6 +207,8 @@ static void handle(struct client *c, const struct tcfg *t, unsigned act, struct 
 				emitf(r, " at %s (%u) \"%s\"", client_cmd_name(c->fail_cmd),
 				      c->fail_code, c->text);
 			emitf(r, "\n");
+			while (client_lost(c))
+				result(c, t, d, r, " (lost)");
 		} else if (act & CLIENT_ACT_TLS) {
 			/* nothing may be queued behind STARTTLS (RFC 3207 4) */
 			if (client_has_output(c))
@@ -191,7 +221,9 @@ static void handle(struct client *c, const struct tcfg *t, unsigned act, struct 
 				next = client_tls_up(c);
 			}
 		} else if (act & CLIENT_ACT_READY) {
-			if (d->again || d->started < t->msgs) {
+			bool begun = false;
+			while ((d->again || d->started < t->msgs) && client_can_begin(c) &&
+			       !(next & CLIENT_ACT_CLOSE)) {
 				if (d->again) {
 					d->cur = d->again;
 					d->again = 0;
@@ -207,21 +239,16 @@ static void handle(struct client *c, const struct tcfg *t, unsigned act, struct 
 				                       .raw_len = sizeof(raw) - 1,
 				                       .wire = wire,
 				                       .wire_len = sizeof(wire) - 1};
-				next = client_begin(c, &m);
-			} else {
+				d->fifo[(d->fh + d->fn++) % CLIENT_DEPTH_MAX] = d->cur;
+				next |= client_begin(c, &m);
+				flush(c, r);
+				begun = true;
+			}
+			if (!begun)
 				next = client_quit(c);
-			}
 		}
-		if ((act | next) & CLIENT_ACT_SEND) {
-			int n;
-			const struct iovec *iov = client_out(c, &n);
-			size_t total = 0;
-			for (int i = 0; i < n; i++) {
-				emit(r, iov[i].iov_base, iov[i].iov_len);
-				total += iov[i].iov_len;
-			}
-			client_wrote(c, total);
-		}
+		if ((act | next) & CLIENT_ACT_SEND)
+			flush(c, r);
 		act = next & ~CLIENT_ACT_SEND;
 	}
 }

@@ -162,7 +162,13 @@ struct client_cfg {
 	uint8_t auth_mech;     /* 0: first of PLAIN, LOGIN offered; else one CLIENT_MECH_* */
 	const char *auth_user; /* template, {s} = session number; NULL: no AUTH */
 	const char *auth_pass; /* template, {s} = session number */
+	/* --depth: transactions in flight per session (RFC 2920 3.1, RFC 3030
+	 * 4); 0 or 1: one at a time.  Needs PIPELINING; see client_can_begin() */
+	uint32_t depth;
 };
+
+/* Deepest pipeline a session keeps (--depth). */
+#define CLIENT_DEPTH_MAX 64
 
 /* One message to send.  The content pointers must stay valid until the
  * message's result (they are queued as iovecs, not copied). */
@@ -221,10 +227,15 @@ struct client {
 	char at[8]; /* AUTH parameter being scanned (longer ones never match) */
 	/* current transaction */
 	struct client_msg msg;
-	uint32_t await;  /* index of the next reply: 0 MAIL, 1..k RCPT, k+1 DATA/BDAT */
-	uint8_t mail_ok; /* MAIL got 2xx */
-	uint8_t decided; /* failure already decided (res.fail/cmd/code set) */
-	uint8_t in_msg;  /* a message is in progress (no result yet) */
+	uint32_t await;     /* index of the next reply: 0 MAIL, 1..k RCPT, k+1 DATA/BDAT */
+	uint8_t mail_ok;    /* MAIL got 2xx */
+	uint8_t decided;    /* failure already decided (res.fail/cmd/code set) */
+	uint8_t inflight;   /* transactions begun without a result (the first is the head) */
+	uint8_t res_old;    /* res is the last result: cleared at the head's first reply */
+	uint8_t rset_next;  /* --depth: the next group starts with RSET */
+	uint64_t rset_mask; /* --depth: bit i - in-flight transaction i began with RSET */
+	struct client_msg msg_next; /* --depth with DATA: the one behind the head */
+	size_t env_max;             /* octets of command text one group needs at most */
 	struct client_result res;
 	char text[REPLY_TEXT_MAX];     /* text of a session failure */
 	char res_text[REPLY_TEXT_MAX]; /* text of a message failure */
@@ -263,6 +274,23 @@ size_t client_feed(struct client *c, const char *p, size_t n, unsigned *act);
 
 /* client_begin - start message m (state READY).  Returns SEND. */
 unsigned client_begin(struct client *c, const struct client_msg *m);
+
+/* client_can_begin - may client_begin() start a message now?  One at a
+ * time: only when no transaction is open (READY).  With --depth N and
+ * PIPELINING, while fewer than N are in flight and the output has room:
+ * with BDAT the next MAIL/RCPT/BDAT group goes behind the ones in flight
+ * (RFC 3030 4: BDAT may be pipelined); with DATA the next envelope goes
+ * right behind the head's content, once that is queued (RFC 2920 3.1: the
+ * content is the first "command" of a group, DATA the last), so DATA
+ * keeps at most two in flight.  Each in-flight transaction ends with its
+ * own result (CLIENT_ACT_MSG), in order; READY comes with each result and
+ * with the 354 that queues a content, meaning "room for another". */
+bool client_can_begin(const struct client *c);
+
+/* client_lost - after the session ended (CLIENT_ACT_CLOSE) with more than
+ * one transaction in flight: fail the next one (no reply ever came for
+ * it), in order; false when none is left.  The result is in c->res. */
+bool client_lost(struct client *c);
 
 /* client_quit - end the session politely (state READY).  Returns SEND. */
 unsigned client_quit(struct client *c);

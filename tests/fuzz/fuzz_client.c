@@ -70,6 +70,9 @@ static void act_on(struct h *h, unsigned act, size_t wr)
 				check(r->outcome == CLIENT_FAILED && !r->rcpt_5xx &&
 				      !r->rcpt_other);
 		}
+		if (act & CLIENT_ACT_CLOSE)
+			while (client_lost(&h->c)) /* --depth: the rest in flight */
+				h->results++;
 		if (act & CLIENT_ACT_TLS) {
 			/* RFC 3207 4: nothing pipelined behind STARTTLS */
 			check(h->c.state == CLIENT_ST_TLS && !h->c.tls_up && h->c.cfg->tls);
@@ -77,19 +80,25 @@ static void act_on(struct h *h, unsigned act, size_t wr)
 			next = h->tlsfail ? client_tls_failed(&h->c, "fuzz") : client_tls_up(&h->c);
 		}
 		if (!(act & CLIENT_ACT_CLOSE) && (act & CLIENT_ACT_READY)) {
-			check(h->results == h->started);
+			uint32_t depth = h->c.cfg->depth > 1 ? h->c.cfg->depth : 1;
+			check(h->started - h->results <= depth);
+			check(h->c.cfg->depth > 1 || h->results == h->started);
 			/* no message before TLS (when asked for) and AUTH succeeded */
 			check(!h->c.cfg->tls || h->c.tls_up);
 			check(!h->c.cfg->auth_user || h->st->auth_ok > 0);
-			if (h->started < 3) {
+			bool begun = false;
+			while (h->started < 6 && client_can_begin(&h->c) &&
+			       !(next & CLIENT_ACT_CLOSE)) {
 				struct client_msg m = {
 				    h->started + 1,  stamp, sizeof(stamp) - 1, raw,
 				    sizeof(raw) - 1, wire,  sizeof(wire) - 1};
 				h->started++;
-				next = client_begin(&h->c, &m);
-			} else {
-				next = client_quit(&h->c);
+				next |= client_begin(&h->c, &m);
+				begun = true;
+				check(h->c.inflight == h->started - h->results);
 			}
+			if (!begun)
+				next = client_quit(&h->c);
 		}
 		check(h->c.cmd_len <= h->c.cmd_cap && h->c.nout <= CLIENT_IOV_MAX);
 		check(h->c.state != CLIENT_ST_TLS || !client_has_output(&h->c));
@@ -124,6 +133,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg.bdat = data[0] & 4;
 	cfg.helo = data[0] & 8;
 	cfg.rcpts = 1u + (data[0] >> 4 & 3);
+	cfg.depth = size % 3 == 0 ? 1u + (uint32_t)(size % 5) : 1; /* --depth */
 	if (data[0] & 128)
 		cfg.tls = data[1] & 32 ? CLIENT_TLS_IMPLICIT : CLIENT_TLS_STARTTLS;
 	if (data[1] & 64) {

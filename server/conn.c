@@ -303,6 +303,8 @@ static void suspend(struct conn *c)
 	conn_mark_dirty(c); /* replies before the deferred one go out now */
 }
 
+static void fault_end(struct conn *c, unsigned act);
+
 /* after_feed - act on what the session did with used of n octets. */
 static void after_feed(struct conn *c, size_t used, size_t n, unsigned act)
 {
@@ -312,7 +314,7 @@ static void after_feed(struct conn *c, size_t used, size_t n, unsigned act)
 		return;
 	}
 	if (act & (SESS_ACT_DROP | SESS_ACT_RESET)) {
-		conn_abort(c, (act & SESS_ACT_RESET) != 0); /* a fault: no reply */
+		fault_end(c, act); /* a fault: no reply */
 		return;
 	}
 	if (used)
@@ -628,6 +630,22 @@ void conn_abort(struct conn *c, bool rst)
 	conn_mark_dirty(c);
 }
 
+/* fault_end - a drop or reset fault ends the connection.  reset: at once,
+ * with RST (unsent replies are lost, as when a server crashes).  drop: the
+ * command the fault hit gets no reply, but replies already due to the
+ * commands before it - earlier transactions of a pipelined group (RFC 2920,
+ * smtpbench --depth) - still go out before the FIN, so the fault costs
+ * exactly the message it names. */
+static void fault_end(struct conn *c, unsigned act)
+{
+	if (!(act & SESS_ACT_RESET) && c->state == CONN_SESSION && obuf_pending(&c->out)) {
+		tls_flush(c);
+		conn_close(c, SESS_ACT_CLOSE);
+		return;
+	}
+	conn_abort(c, (act & SESS_ACT_RESET) != 0);
+}
+
 /* wake - a fault's delay is over: the deferred reply, then held input. */
 static void wake(struct conn *c)
 {
@@ -638,7 +656,7 @@ static void wake(struct conn *c)
 	act = sess_resume(&c->sess);
 	progress(c);
 	if (act & (SESS_ACT_DROP | SESS_ACT_RESET)) {
-		conn_abort(c, (act & SESS_ACT_RESET) != 0);
+		fault_end(c, act);
 		return;
 	}
 	if (obuf_pending(&c->out)) {
@@ -1053,7 +1071,7 @@ static void conn_begin(struct conn *c, bool tls, bool listed)
 	}
 	unsigned act = sess_greet(&c->sess);
 	if (act & (SESS_ACT_DROP | SESS_ACT_RESET)) {
-		conn_abort(c, (act & SESS_ACT_RESET) != 0);
+		fault_end(c, act);
 		return;
 	}
 	if (act & SESS_ACT_SUSPEND)

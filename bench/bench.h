@@ -239,6 +239,7 @@ struct csess {
 	uint8_t want_close;
 	uint8_t established;
 	uint8_t send_busy;    /* io_uring: a sendmsg in flight */
+	uint8_t kick;         /* the core queued output: send it at settle() */
 	uint8_t end_by_retry; /* the connection ends with a message queued again */
 	uint8_t claim;        /* --messages: connecting for one of the unstarted messages */
 	int target;
@@ -250,8 +251,8 @@ struct csess {
 	 * pre_len octets are out */
 	char pre[PROXY_V1_MAX];
 	uint8_t pre_off, pre_len;
-	struct msghdr mh; /* io_uring: snapshot of the output being sent */
-	struct iovec iov[CLIENT_IOV_MAX];
+	struct msghdr mh;  /* io_uring: snapshot of the output being sent */
+	struct iovec *iov; /* client_iov_max() entries */
 	/* TLS (tls.c); ssl is NULL on a plaintext connection */
 	struct ssl_st *ssl;
 	struct bio_st *rbio, *wbio;    /* memory BIOs, owned by ssl */
@@ -284,9 +285,10 @@ struct loop {
 	const struct bench_io *io;
 	struct csess *s;
 	char *cmdbufs;
-	struct bmsg *msgs; /* every session's ring, one block */
-	uint32_t depth;    /* ring size: --depth, at least 1 */
-	uint32_t *cq;      /* FIFO of sessions waiting for a connect slot */
+	struct bmsg *msgs;  /* every session's ring, one block */
+	struct iovec *iovs; /* every session's io_uring send snapshot, one block */
+	uint32_t depth;     /* ring size: --depth, at least 1 */
+	uint32_t *cq;       /* FIFO of sessions waiting for a connect slot */
 	uint32_t cq_head, cq_len;
 	uint64_t cr_next; /* --connect-rate: next connect allowed */
 	uint64_t cr_interval;

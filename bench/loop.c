@@ -192,6 +192,7 @@ static void start_connect(struct loop *L, struct csess *s, uint64_t now)
 	s->end_by_retry = 0;
 	s->pre_off = s->pre_len = 0;
 	s->mq_h = s->mq_n = 0;
+	s->kick = 0;
 	L->t->st.conn_attempts++;
 	s->fd =
 	    socket(c->target[s->target].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -428,10 +429,16 @@ static void finish_close(struct loop *L, struct csess *s, uint64_t now)
 /* settle - after handle(): close when the core said so, unless the
  * connection already ended inside (an epoll write error closes at once,
  * which the generation number tells). */
+static void flush_kick(struct loop *L, struct csess *s, uint64_t now);
+
 static void settle(struct loop *L, struct csess *s, uint32_t gen, uint64_t now)
 {
-	if (s->gen == gen && s->want_close)
+	if (s->gen != gen)
+		return;
+	if (s->want_close)
 		finish_close(L, s, now);
+	else
+		flush_kick(L, s, now);
 }
 
 /* --- the session's conversation ------------------------------------------------------ */
@@ -573,12 +580,21 @@ static void handle(struct loop *L, struct csess *s, unsigned act, uint64_t now)
 	if (act & CLIENT_ACT_CLOSE)
 		s->want_close = 1;
 	else if (act & CLIENT_ACT_SEND)
+		s->kick = 1; /* settle() sends: one write for every reply of a read */
+}
+
+static void flush_kick(struct loop *L, struct csess *s, uint64_t now)
+{
+	if (s->kick && !s->want_close) {
+		s->kick = 0;
 		kick(L, s, now);
+	}
 }
 
 void drv_act(struct loop *L, struct csess *s, unsigned act, uint64_t now)
 {
 	handle(L, s, act, now);
+	flush_kick(L, s, now);
 }
 
 /* port_of - the port of an AF_INET/AF_INET6 address, host order. */
@@ -851,7 +867,9 @@ int bench_run(struct bench_thread *t)
 		L->cmdbufs = malloc(cap * t->nsess);
 		L->depth = c->client.depth > 1 ? c->client.depth : 1;
 		L->msgs = calloc((size_t)t->nsess * L->depth, sizeof(*L->msgs));
-		ret = L->s && L->cq && L->cmdbufs && L->msgs ? 0 : -ENOMEM;
+		L->iovs =
+		    calloc((size_t)t->nsess * (size_t)client_iov_max(&c->client), sizeof(*L->iovs));
+		ret = L->s && L->cq && L->cmdbufs && L->msgs && L->iovs ? 0 : -ENOMEM;
 		/* --retry: the queue is allocated once, here, never grown */
 		if (!ret && c->retry)
 			ret = retryq_init(&L->rq, t->retry_cap);
@@ -875,6 +893,7 @@ int bench_run(struct bench_thread *t)
 		free(L->cq);
 		free(L->cmdbufs);
 		free(L->msgs);
+		free(L->iovs);
 		retryq_free(&L->rq);
 		free(L);
 		return ret;
@@ -901,6 +920,7 @@ int bench_run(struct bench_thread *t)
 		s->fd = -1;
 		client_init(&s->cl, &c->client, &t->st.replies, L->cmdbufs + cap * i, cap);
 		s->m = L->msgs + (size_t)i * L->depth;
+		s->iov = L->iovs + (size_t)i * (size_t)client_iov_max(&c->client);
 		s->cl.sid = t->first_sid + i;
 		queue_connect(L, s);
 	}
@@ -945,6 +965,7 @@ int bench_run(struct bench_thread *t)
 	free(L->cq);
 	free(L->cmdbufs);
 	free(L->msgs);
+	free(L->iovs);
 	retryq_free(&L->rq);
 	free(L);
 	return 0;

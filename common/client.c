@@ -150,11 +150,28 @@ static size_t env_size(const struct client_cfg *cfg)
 	       sizeof("BDAT 18446744073709551615 LAST\r\n") + sizeof("DATA\r\n");
 }
 
+int client_iov_max(const struct client_cfg *cfg)
+{
+	return cfg->depth > 1 ? 3 * (int)cfg->depth + 2 : CLIENT_IOV_MAX;
+}
+
+static size_t iov_bytes(const struct client_cfg *cfg)
+{
+	return (size_t)client_iov_max(cfg) * sizeof(struct iovec);
+}
+
 size_t client_cmd_cap(const struct client_cfg *cfg)
 {
-	/* --depth: two groups may wait unsent behind each other (the iovec
-	 * room allows no more, client_can_begin()) */
-	size_t env = env_size(cfg) * (cfg->depth > 1 ? 2 : 1);
+	/* --depth: every group in flight may wait unsent (an io_uring send is
+	 * busy, the socket is full), within reason: client_can_begin() waits
+	 * for room beyond that */
+	size_t one = env_size(cfg), env = one;
+
+	if (cfg->depth > 1) {
+		env = one * cfg->depth;
+		if (env > 32768)
+			env = one * 2 > 32768 ? one * 2 : 32768;
+	}
 	size_t greet = sizeof("EHLO \r\n") + strlen(cfg->ehlo);
 	/* the longest AUTH line: PLAIN's initial response "\0user\0pass" */
 	size_t auth = sizeof("AUTH PLAIN \r\n") + 4 * ((2 + 2 * CLIENT_AUTH_MAX + 2) / 3);
@@ -163,7 +180,9 @@ size_t client_cmd_cap(const struct client_cfg *cfg)
 		greet = auth;
 
 	/* RSET and QUIT may be queued behind an envelope still being written */
-	return (env > greet ? env : greet) + 64;
+	size_t text = (env > greet ? env : greet) + 64;
+
+	return iov_bytes(cfg) + ((text + 15) & ~(size_t)15);
 }
 
 void client_init(struct client *c, const struct client_cfg *cfg, struct client_stats *stats,
@@ -172,8 +191,11 @@ void client_init(struct client *c, const struct client_cfg *cfg, struct client_s
 	memset(c, 0, sizeof(*c));
 	c->cfg = cfg;
 	c->stats = stats;
-	c->cmd = cmd;
-	c->cmd_cap = cap;
+	/* the iovecs first: cmd is malloc()ed, cap a multiple of 16 */
+	c->out = (struct iovec *)(void *)cmd;
+	c->out_max = client_iov_max(cfg);
+	c->cmd = cmd + iov_bytes(cfg);
+	c->cmd_cap = cap - iov_bytes(cfg);
 	c->env_max = env_size(cfg);
 }
 
@@ -210,7 +232,7 @@ static int out_add(struct client *c, const char *p, size_t n)
 {
 	if (!n)
 		return 0;
-	if (c->nout == CLIENT_IOV_MAX)
+	if (c->nout == c->out_max)
 		return -1;
 	/* text appended to the command buffer right after the previous entry
 	 * joins it: one iovec for a whole envelope */
@@ -443,7 +465,7 @@ bool client_can_begin(const struct client *c)
 	if (c->cfg->bdat ? c->state != CLIENT_ST_TX : c->state != CLIENT_ST_END || c->inflight != 1)
 		return false;
 	/* a group takes at most 3 iovecs (commands, stamp, body) */
-	return c->nout + 3 <= CLIENT_IOV_MAX && c->cmd_cap - c->cmd_len >= c->env_max;
+	return c->nout + 3 <= c->out_max && c->cmd_cap - c->cmd_len >= c->env_max;
 }
 
 unsigned client_begin(struct client *c, const struct client_msg *m)

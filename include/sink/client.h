@@ -139,7 +139,7 @@ enum client_state {
 #define CLIENT_ACT_CLOSE 0x10u /* close the connection (c->fail says why, if failed) */
 #define CLIENT_ACT_TLS   0x20u /* start the TLS handshake now; then client_tls_up/_failed */
 
-#define CLIENT_IOV_MAX 8
+#define CLIENT_IOV_MAX 8 /* one message at a time; --depth: client_iov_max() */
 
 enum client_tls { CLIENT_TLS_NONE = 0, CLIENT_TLS_STARTTLS, CLIENT_TLS_IMPLICIT };
 
@@ -242,14 +242,20 @@ struct client {
 	/* output */
 	char *cmd;
 	size_t cmd_cap, cmd_len;
-	struct iovec out[CLIENT_IOV_MAX];
-	int nout;
+	struct iovec *out; /* client_iov_max() entries, carved from the command buffer */
+	int nout, out_max;
 };
 
 /* client_cmd_cap - command buffer size this configuration needs: the
- * longest envelope (every template expansion at its longest) plus room for
- * RSET/QUIT queued behind it. */
+ * output iovecs (client_iov_max()), then the longest envelope (every
+ * template expansion at its longest) plus room for RSET/QUIT queued behind
+ * it - with --depth, room for as many groups as may wait unsent (at least
+ * two, at most 32 KiB).  A multiple of 16: buffers may sit back to back. */
 size_t client_cmd_cap(const struct client_cfg *cfg);
+
+/* client_iov_max - iovecs of queued output: a group takes 3 (commands,
+ * stamp, body), --depth N keeps N groups. */
+int client_iov_max(const struct client_cfg *cfg);
 
 /* client_init - bind a session to its configuration, counters and command
  * buffer (cap >= client_cmd_cap(cfg)).  Idle until client_start(). */

@@ -100,7 +100,7 @@ static void act_on(struct h *h, unsigned act, size_t wr)
 			if (!begun)
 				next = client_quit(&h->c);
 		}
-		check(h->c.cmd_len <= h->c.cmd_cap && h->c.nout <= CLIENT_IOV_MAX);
+		check(h->c.cmd_len <= h->c.cmd_cap && h->c.nout <= h->c.out_max);
 		check(h->c.state != CLIENT_ST_TLS || !client_has_output(&h->c));
 		check(!out_has(&h->c, "pw-secret"));
 		check(h->st->auth_ok + h->st->auth_failed <= h->st->auth_attempts);

@@ -17,9 +17,22 @@ in the previous repetition of the same point (a guess for the first).  Server CP
 (/proc/PID/stat, all threads) over the generator run; generator CPU =
 getrusage(RUSAGE_CHILDREN) around it; server peak RSS = VmHWM.
 
+The machine's ceiling is measured in the same run (issue 15): limitbench
+ping-pong (a request of the message size, a 4-octet answer) with epoll and
+with io_uring, and streaming, at every session count and size.  A message
+costs round trips: smtpbench with PIPELINING and DATA 2 (envelope + DATA,
+then the content), with BDAT 1, smtp-source 4 (it sends MAIL, RCPT, DATA and
+the content one at a time, and HELO).  So every row's ceiling is the better
+of the two ping-pong rates divided by its round trips per message, and never
+more than the streaming rate divided by the message size; its "of ceiling"
+column is msgs/s over that.  --depth N rows (many messages per round trip)
+are set against the io_uring ping-pong rate itself, beside smtpsink's CPU
+per message and the scanner's own cost per KiB (scanbench).
+
 Writes results/<date>-<label>[-N]/ (never overwrites): meta.json, raw.csv,
 raw.json (incl. smtpbench histogram counts), summary.md (medians, ratios to
-smtp-sink and smtp-source), *.png (gnuplot).  Loopback only.
+smtp-sink and smtp-source, fractions of the ceiling), *.png (gnuplot).
+Loopback only.
 """
 import argparse
 import csv
@@ -39,6 +52,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from bench_server import cpu_seconds, free_port, meta, rss_kib, wait_port  # noqa: E402
 
 SIZES = {"1k": 1024, "10k": 10240, "100k": 102400}
+# round trips per message (see above); --depth rows are set apart
+RTS = {"smtpbench": 2, "smtp-source": 4, "smtpbench-bdat": 1}
 
 
 def start_server(kind, sessions, smtpsink):
@@ -58,7 +73,7 @@ def start_server(kind, sessions, smtpsink):
     return p, port, cmd
 
 
-def run_point(server, gen, sessions, size, secs, a):
+def run_point(server, gen, sessions, size, secs, a, extra=()):
     p, port, scmd = start_server(server, sessions, a.smtpsink)
     rep = None
     try:
@@ -66,7 +81,7 @@ def run_point(server, gen, sessions, size, secs, a):
             jf = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
             gcmd = [a.smtpbench, "--target", "127.0.0.1:%d" % port, "--sessions", str(sessions),
                     "--duration", "%gs" % secs, "--size", size, "--quiet", "--json", jf,
-                    "--timeout", "30s"]
+                    "--timeout", "30s"] + list(extra)
             msgs = None
         else:
             rate = a.rate_seen.get((server, sessions, size), a.rate_guess[size])
@@ -103,6 +118,7 @@ def run_point(server, gen, sessions, size, secs, a):
             p.kill()
             p.wait()
     row = {"server": server, "generator": gen, "sessions": sessions, "size": size,
+           "mode": " ".join(extra) or "data",
            "messages": msgs, "wall_s": wall, "msgs_per_s": msgs / wall if msgs else 0.0,
            "mb_per_s": (msgs or 0) * SIZES[size] / wall / 1e6,
            "server_cpu_us_per_msg": (c1 - c0) * 1e6 / msgs if msgs else None,
@@ -115,6 +131,71 @@ def run_point(server, gen, sessions, size, secs, a):
         row["p50_ms"], row["p99_ms"] = quantiles(h, (0.5, 0.99))
         row["histogram"] = h
     return row
+
+
+def limit_point(a, mode, io, sessions, size, secs):
+    """One limitbench run: round trips/s (pingpong) or octets/s (stream)."""
+    jf = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
+    cmd = [a.limitbench, "--mode", mode, "--io", io, "--sessions", str(sessions), "--size", size,
+           "--duration", "%gs" % secs, "--quiet", "--json", jf]
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=secs + 60)
+        if r.returncode != 0:
+            raise RuntimeError("limitbench: " + r.stderr.decode(errors="replace").strip())
+        with open(jf) as f:
+            j = json.load(f)
+    finally:
+        os.unlink(jf)
+    rate = j["round_trips_per_s"] if mode == "pingpong" else j["bytes_per_s"]
+    return {"mode": mode, "io": io, "sessions": sessions, "size": size, "rate": rate,
+            "cpu_us_per_unit": j["cpu_us_per_unit"], "unit": j["cpu_unit"],
+            "command": " ".join(cmd[:-2])}
+
+
+def ceiling_runs(a, sessions, sizes, repeats, secs):
+    """The machine's loopback ceiling, in this run: ping-pong at every size
+    and streaming, each with epoll and io_uring, at every session count."""
+    runs = []
+    if not os.path.exists(a.limitbench):
+        print("no %s: ceilings left out" % a.limitbench)
+        return runs
+    for s in sessions:
+        for size in sizes:
+            for rep in range(repeats):
+                for mode in ("pingpong", "stream"):
+                    for io in ("epoll", "uring"):
+                        try:
+                            r = limit_point(a, mode, io, s, size, secs)
+                        except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+                            print("ceiling failed: %s %s %d %s: %s" % (mode, io, s, size, e))
+                            continue
+                        r["repeat"] = rep
+                        runs.append(r)
+                        print("ceiling %-8s %-5s s=%-5d %-4s %12.0f %s/s" % (
+                            mode, io, s, size, r["rate"],
+                            "rt" if mode == "pingpong" else "octets"), flush=True)
+    return runs
+
+
+def ceil_med(runs, mode, io, sessions, size):
+    v = [r["rate"] for r in runs if (r["mode"], r["io"], r["sessions"], r["size"]) ==
+         (mode, io, sessions, size)]
+    return statistics.median(v) if v else None
+
+
+def ceiling_msgs(runs, sessions, size, rts):
+    """msgs/s this machine's loopback allows a message of `rts` round trips:
+    the better ping-pong rate / rts, at most the streaming rate / size."""
+    pp = [v for v in (ceil_med(runs, "pingpong", io, sessions, size) for io in ("epoll", "uring"))
+          if v]
+    st = [v for v in (ceil_med(runs, "stream", io, sessions, size) for io in ("epoll", "uring"))
+          if v]
+    if not pp:
+        return None
+    c = max(pp) / rts
+    if st:
+        c = min(c, max(st) / SIZES[size])
+    return c
 
 
 def bucket_high(i, sub_bits=8):
@@ -176,7 +257,12 @@ def open_loop_point(a, out):
             "corrected_ms": c, "uncorrected_ms": u, "delivered": rep["messages"]["delivered"]}
 
 
-def plots(out, rows, servers, sizes):
+# one colour per server on every plot
+COLOURS = {"smtpsink-uring": "#1f77b4", "smtpsink-epoll": "#2ca02c", "smtp-sink": "#d62728",
+           "aiosmtpd": "#9467bd"}
+
+
+def plots(out, rows, servers, sizes, ceil=()):
     if not shutil.which("gnuplot"):
         return []
     made = []
@@ -188,16 +274,30 @@ def plots(out, rows, servers, sizes):
                     f.write("# %s\n" % srv)
                     for s in sorted({r["sessions"] for r in rows}):
                         sel = [r for r in rows if (r["server"], r["generator"], r["size"],
-                                                   r["sessions"]) == (srv, gen, size, s)]
+                                                   r["sessions"], r["mode"]) ==
+                               (srv, gen, size, s, "data")]
                         if sel:
                             f.write("%d %f\n" % (s, med(sel, "msgs_per_s")))
                     f.write("\n\n")
+                # the ceiling for this generator's round trips per message
+                f.write("# ceiling\n")
+                for s in sorted({r["sessions"] for r in rows}):
+                    c = ceiling_msgs(ceil, s, size, RTS[gen])
+                    if c:
+                        f.write("%d %f\n" % (s, c))
+                f.write("\n\n")
             png = "tput-%s-%s.png" % (gen, size)
-            plot = ", ".join("'%s' index %d with linespoints title '%s'" % (dat, i, srv)
+            plot = ", ".join("'%s' index %d with linespoints lw 2 lc rgb '%s' title '%s'"
+                             % (dat, i, COLOURS.get(srv, "#7f7f7f"), srv)
                              for i, srv in enumerate(servers))
+            if ceil:
+                plot += (", '%s' index %d with lines lw 2 dt 2 lc rgb 'black' title "
+                         "'loopback ceiling (%d round trips/msg)'"
+                         % (dat, len(servers), RTS[gen]))
             script = ("set terminal png size 800,500; set output '%s'; set logscale x; "
-                      "set title 'msgs/s vs sessions, %s bodies, generator %s'; "
-                      "set xlabel 'sessions'; set ylabel 'msgs/s'; set key top left; plot %s"
+                      "set title 'Throughput vs sessions, %s bodies, generator %s'; "
+                      "set xlabel 'concurrent sessions'; set ylabel 'messages per second'; "
+                      "set yrange [0:*]; set offsets 0, 0, graph 0.1, 0; set key top left; plot %s"
                       % (os.path.join(out, png), size, gen, plot))
             subprocess.run(["gnuplot", "-e", script], capture_output=True)
             if os.path.exists(os.path.join(out, png)):
@@ -208,22 +308,91 @@ def plots(out, rows, servers, sizes):
         for srv in servers:
             f.write("# %s\n" % srv)
             for s in sorted({r["sessions"] for r in rows}):
-                sel = [r for r in rows if (r["server"], r["generator"], r["size"], r["sessions"])
-                       == (srv, "smtpbench", sizes[0], s)]
+                sel = [r for r in rows if (r["server"], r["generator"], r["size"], r["sessions"],
+                                           r["mode"]) == (srv, "smtpbench", sizes[0], s, "data")]
                 if sel and med(sel, "p99_ms") is not None:
                     f.write("%d %f %f\n" % (s, med(sel, "p50_ms"), med(sel, "p99_ms")))
             f.write("\n\n")
-    plot = ", ".join("'%s' index %d using 1:3 with linespoints title '%s p99', '%s' index %d "
-                     "using 1:2 with lines dt 2 title '%s p50'" % (dat, i, s, dat, i, s)
+    # colour = server, dash = percentile (p99 solid, p50 dashed)
+    plot = ", ".join("'%s' index %d using 1:3 with linespoints lw 2 dt 1 lc rgb '%s' "
+                     "title '%s p99', '%s' index %d using 1:2 with linespoints lw 2 dt 2 "
+                     "lc rgb '%s' title '%s p50'"
+                     % (dat, i, COLOURS.get(s, "#7f7f7f"), s, dat, i,
+                        COLOURS.get(s, "#7f7f7f"), s)
                      for i, s in enumerate(servers))
     script = ("set terminal png size 800,500; set output '%s'; set logscale xy; "
-              "set title 'message latency (smtpbench, %s), ms'; set xlabel 'sessions'; "
-              "set ylabel 'ms'; set key top left; plot %s"
+              "set title 'Message latency, MAIL to final reply (smtpbench, %s bodies)'; "
+              "set xlabel 'concurrent sessions'; "
+              "set ylabel 'latency (ms)'; set key top left; plot %s"
               % (os.path.join(out, "latency.png"), sizes[0], plot))
     subprocess.run(["gnuplot", "-e", script], capture_output=True)
     if os.path.exists(os.path.join(out, "latency.png")):
         made.append("latency.png")
     return made
+
+
+def scan_ns_per_kib(scan_text):
+    """The scanner's cost per KiB of plain text (ns) from scanbench's table:
+    the AVX2 scanner where this CPU has it (what smtpsink uses), else SSE2."""
+    gbps = {}
+    for line in (scan_text or "").splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[0] == "plain" and f[1] == "text":
+            try:
+                gbps[f[2]] = float(f[3])
+            except ValueError:
+                pass
+    for impl in ("avx2", "sse2", "scalar"):
+        if gbps.get(impl):
+            return impl, 1024 / gbps[impl]
+    return None, None
+
+
+def ceiling_section(ceil, deep, sessions, sizes, scan_text):
+    L = ["", "## The machine's ceiling (this run)", "",
+         "limitbench, both ends in one process, as many threads as smtpsink + smtpbench "
+         "use: ping-pong = a request of the message size and a 4-octet answer (round trips/s); "
+         "stream = continuous sends (MB/s). Medians.", "",
+         "| size | sessions | ping-pong epoll rt/s | ping-pong io_uring rt/s | stream epoll MB/s "
+         "| stream io_uring MB/s |", "|---|---|---|---|---|---|"]
+    for size in sizes:
+        for s in sessions:
+            v = [ceil_med(ceil, m, io, s, size) for m, io in
+                 (("pingpong", "epoll"), ("pingpong", "uring"), ("stream", "epoll"),
+                  ("stream", "uring"))]
+            if any(v):
+                L.append("| %s | %d | %s | %s | %s | %s |" % (
+                    size, s, fmt(v[0]), fmt(v[1]), fmt(v[2] / 1e6 if v[2] else None, "%.0f"),
+                    fmt(v[3] / 1e6 if v[3] else None, "%.0f")))
+    if deep:
+        pp = ceil_med(ceil, "pingpong", "uring", 100, "1k")
+        L += ["", "## Deep pipelining: parsing, not the round trip (100 sessions, 1 KiB)", "",
+              "`smtpbench --depth 16` keeps 16 messages in flight per session (BDAT "
+              "transactions back to back; with DATA the next envelope behind each content, "
+              "so 2). 'x io_uring ping-pong' = msgs/s ÷ the io_uring ping-pong round trips/s "
+              "at 100 sessions, 1 KiB, in this run (%s rt/s)." % fmt(pp), "",
+              "| server | smtpbench | msgs/s | × io_uring ping-pong | server µs/msg | "
+              "gen µs/msg | p99 ms | err |", "|---|---|---|---|---|---|---|---|"]
+        for srv in ("smtpsink-uring", "smtpsink-epoll", "smtp-sink"):
+            for mode in sorted({r["mode"] for r in deep}):
+                sel = [r for r in deep if (r["server"], r["mode"]) == (srv, mode)]
+                if not sel:
+                    continue
+                rate = med(sel, "msgs_per_s")
+                L.append("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                    srv, mode, fmt(rate), fmt(rate / pp if pp else None, "%.2f"),
+                    fmt(med(sel, "server_cpu_us_per_msg"), "%.2f"),
+                    fmt(med(sel, "gen_cpu_us_per_msg"), "%.2f"),
+                    fmt(med(sel, "p99_ms"), "%.2f"), sum(r["errors"] for r in sel)))
+        impl, ns = scan_ns_per_kib(scan_text)
+        if ns:
+            L += ["", "Beside the server's CPU per message: the scanner alone (scanbench, this "
+                  "run, %s, plain text) costs %.0f ns per KiB, i.e. %.3f µs of a 1 KiB "
+                  "message's body; the rest of smtpsink's µs/msg is the session (commands, "
+                  "replies) and the kernel (receive, send)." % (impl, ns, ns / 1000)]
+        if scan_text:
+            L += ["", "```", scan_text.rstrip(), "```"]
+    return L
 
 
 def main():
@@ -233,6 +402,7 @@ def main():
     ap.add_argument("--smtpsink", default="build/server/smtpsink")
     ap.add_argument("--smtpbench", default="build/bench/smtpbench")
     ap.add_argument("--scanbench", default="build/bench/scanbench")
+    ap.add_argument("--limitbench", default="build/bench/limitbench")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -276,6 +446,27 @@ def main():
                                                     fmt(r["gen_cpu_us_per_msg"], "%.1f"),
                                                     fmt(r["p99_ms"], "%.2f"), r["errors"]),
                               flush=True)
+    # deep pipelining (--depth): parsing, not the round trip, is what is
+    # measured; smtp-sink has no CHUNKING, so DATA there
+    deep = []
+    depth_modes = [("--bdat",), ("--bdat", "--depth", "16"), ("--depth", "16")]
+    for rep in range(repeats):
+        for srv in ("smtpsink-uring", "smtpsink-epoll", "smtp-sink"):
+            for mode in depth_modes:
+                if srv == "smtp-sink" and "--bdat" in mode:
+                    continue
+                try:
+                    r = run_point(srv, "smtpbench", 100, "1k", secs, a, mode)
+                except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+                    print("point failed: %s %s: %s" % (srv, " ".join(mode), e))
+                    continue
+                r["repeat"] = rep
+                deep.append(r)
+                print("%-15s smtpbench %-22s s=100 1k %9.0f msg/s srv %8s us/msg gen %8s us/msg"
+                      % (srv, r["mode"], r["msgs_per_s"], fmt(r["server_cpu_us_per_msg"], "%.1f"),
+                         fmt(r["gen_cpu_us_per_msg"], "%.1f")), flush=True)
+    # the machine's ceiling, measured in this run like everything else
+    ceil = ceiling_runs(a, sorted(set(sessions + big)), sizes, repeats, secs)
     extra = {}
     if os.path.exists(a.scanbench):
         sb = subprocess.run([a.scanbench], capture_output=True, text=True, timeout=300)
@@ -295,27 +486,35 @@ def main():
     with open(os.path.join(out, "meta.json"), "w") as f:
         json.dump(m, f, indent=1)
     with open(os.path.join(out, "raw.json"), "w") as f:
-        json.dump({"meta": m, "runs": rows, "open_loop": ol, "idle_rss": extra["idle_rss"]}, f,
-                  indent=1)
-    keys = ["server", "generator", "sessions", "size", "repeat", "messages", "wall_s",
+        json.dump({"meta": m, "runs": rows, "deep": deep, "ceiling": ceil, "open_loop": ol,
+                   "idle_rss": extra["idle_rss"]}, f, indent=1)
+    keys = ["server", "generator", "mode", "sessions", "size", "repeat", "messages", "wall_s",
             "msgs_per_s", "mb_per_s", "server_cpu_us_per_msg", "gen_cpu_us_per_msg",
             "server_peak_rss_kib", "p50_ms", "p99_ms", "errors"]
     with open(os.path.join(out, "raw.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(keys)
-        for r in rows:
+        for r in rows + deep:
             w.writerow([r.get(k) for k in keys])
-    pngs = plots(out, rows, servers, sizes)
+    with open(os.path.join(out, "ceiling.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        ck = ["mode", "io", "sessions", "size", "repeat", "rate", "cpu_us_per_unit", "unit"]
+        w.writerow(ck)
+        for r in ceil:
+            w.writerow([r.get(k) for k in ck])
+    pngs = plots(out, rows, servers, sizes, ceil)
     L = ["# smtpsink / smtpbench side-by-side run: %s" % label, "",
          "| key | value |", "|---|---|"] + ["| %s | %s |" % (k, v) for k, v in m.items()]
     L += ["", "Medians of %d repeat(s), %g s per point. Ratios: msgs/s and server CPU against "
           "Postfix smtp-sink with the same generator; generator CPU against Postfix "
           "smtp-source with the same server. Both generators are timed the same way: wall "
           "clock around the generator process, every message it delivered (start-up and "
-          "connecting included for both)." % (repeats, secs), "",
+          "connecting included for both). Ceiling: the loopback ceiling measured in this "
+          "run (below) for the row's round trips per message (smtpbench 2, smtp-source 4); "
+          "'of ceiling' = msgs/s ÷ that." % (repeats, secs), "",
           "| size | sessions | server | generator | msgs/s | MB/s | server µs/msg | gen µs/msg | "
           "RSS MiB | p50 ms | p99 ms | err | msgs/s ÷ smtp-sink | srv CPU ÷ smtp-sink | "
-          "gen CPU ÷ smtp-source |", "|" + "---|" * 15]
+          "gen CPU ÷ smtp-source | ceiling msgs/s | of ceiling |", "|" + "---|" * 17]
     for size in sizes:
         for s in sessions + big:
             for srv in servers:
@@ -335,20 +534,23 @@ def main():
                         if ref and cpu and med(ref, "server_cpu_us_per_msg") else None
                     gr = gcpu / med(gref, "gen_cpu_us_per_msg") \
                         if gref and gcpu and med(gref, "gen_cpu_us_per_msg") else None
-                    L.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s |" % (
+                    cm = ceiling_msgs(ceil, s, size, RTS[gen])
+                    L.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %s | %s "
+                             "| %s | %s |" % (
                         size, s, srv, gen, fmt(rate), fmt(med(sel, "mb_per_s"), "%.1f"),
                         fmt(cpu, "%.1f"), fmt(gcpu, "%.1f"),
                         fmt(max(r["server_peak_rss_kib"] for r in sel) / 1024, "%.1f"),
                         fmt(med(sel, "p50_ms"), "%.2f"), fmt(med(sel, "p99_ms"), "%.2f"),
                         sum(r["errors"] for r in sel), fmt(rr, "%.2f"), fmt(cr, "%.2f"),
-                        fmt(gr, "%.2f")))
+                        fmt(gr, "%.2f"), fmt(cm), fmt(rate / cm if cm else None, "%.2f")))
+    L += ceiling_section(ceil, deep, sorted(set(sessions + big)), sizes, extra.get("scanbench"))
     L += ["", "## Open loop vs closed loop", "",
           "`%s` against %s: delivered %d." % (ol["command"], ol["sink"], ol["delivered"]), "",
           "| latency | p50 | p90 | p99 | p99.9 |", "|---|---|---|---|---|",
           "| corrected (from intended start) | %s |" % " | ".join(fmt(v, "%.1f ms") for v in ol["corrected_ms"]),
           "| uncorrected (from actual send) | %s |" % " | ".join(fmt(v, "%.1f ms") for v in ol["uncorrected_ms"]),
           "", "## Connection scale", "", "    " + extra["idle_rss"], ""]
-    if "scanbench" in extra:
+    if "scanbench" in extra and not deep:
         L += ["## Scanner", "", "```", extra["scanbench"].rstrip(), "```", ""]
     if pngs:
         L += ["## Plots", ""] + ["![%s](%s)" % (p, p) for p in pngs] + [""]

@@ -407,6 +407,13 @@ enum path_res { PATH_OK, PATH_SYNTAX, PATH_UTF8 };
 #define PATH_LENIENT_NOBRACKETS 0x1u /* "MAIL FROM:a@b" without <> */
 #define PATH_LENIENT_SPACE      0x2u /* "MAIL FROM: <a@b>", space before the path */
 
+/* path_special - octets parse_path() must look at: controls, DEL, 8-bit
+ * (SMTPUTF8), quote, backslash, space, angle brackets. */
+static const uint8_t path_special[256] = {
+    [0x00 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [' '] = 1, ['<'] = 1, ['>'] = 1,
+    [0x7f ... 0xff] = 1,
+};
+
 /* parse_path - RFC 5321 4.1.2 Reverse-path / Forward-path, leniently: "<...>"
  * (source routes and quoted local parts allowed) or a bare address up to the
  * first space.  No controls, no unquoted spaces.  Sets *end past the path,
@@ -434,6 +441,11 @@ static enum path_res parse_path(const char *p, size_t n, size_t *end, bool *empt
 	size_t start = i;
 	for (; i < n; i++) {
 		unsigned char c = (unsigned char)p[i];
+		/* most octets of an address are none of the ones below: one
+		 * table lookup each instead of eight tests (a profile of
+		 * smtpbench --depth 16 had this loop above the scanner) */
+		if (!path_special[c])
+			continue;
 		if (c < 0x20 || c == 0x7f)
 			return PATH_SYNTAX;
 		if (c >= 0x80)

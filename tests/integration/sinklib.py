@@ -5,6 +5,7 @@ when a test fails), so no test leaves a server behind.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -69,9 +70,12 @@ class Sink:
         self.port = int(self.addrs[0].rsplit(":", 1)[1])
         self.tls_port = int(self.tls_addrs[0].rsplit(":", 1)[1]) if self.tls_addrs else None
         self.summary = None
+        self._stderr_kept = None
 
     @property
     def stderr_text(self):
+        if self._stderr_kept is not None:  # the directory is gone (__exit__)
+            return self._stderr_kept
         try:
             with open(self.err_path, "rb") as f:
                 return f.read().decode(errors="replace")
@@ -127,6 +131,11 @@ class Sink:
         self.proc.stdout.close()
         if self.proc.returncode not in (0, None, -9) and exc[0] is None:
             raise AssertionError("smtpsink exited %s: %s" % (self.proc.returncode, self.stderr_text))
+        # keep what tests read after the block, then leave no directory
+        # behind (thousands of runs filled /tmp)
+        self._load()
+        self._stderr_kept = self.stderr_text
+        shutil.rmtree(self.dir, ignore_errors=True)
         if any(m in self.stderr_text for m in SANITIZER_MARKS):
             raise AssertionError("sanitizer report:\n" + self.stderr_text)
         return False
@@ -295,6 +304,7 @@ class HAProxy:
 
     def __exit__(self, *exc):
         self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
         return False
 
 

@@ -41,6 +41,12 @@ class TlsSink(Sink):
         ctx = ssl.create_default_context(cafile=self.cert)
         return ctx
 
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            shutil.rmtree(self.certdir, ignore_errors=True)
+
 
 def plain_ctx():
     ctx = ssl.create_default_context()

@@ -3,6 +3,7 @@
 for the benchmark suite's "real server" point and for tests.
 
     with PrivatePostfix(port) as pf:          # started; 220 seen on the port
+        pf.prespawn(100)                      # optional: warm daemons (see there)
         ...generator against 127.0.0.1:port...
         c = pf.cpu_seconds()                  # CPU of the whole instance
     # stopped: no process of the instance is left, its directory is gone
@@ -436,6 +437,66 @@ class PrivatePostfix:
             for _root, _dirs, files in os.walk(os.path.join(self.spool, q)):
                 n += len(files)
         return n
+
+    def prespawn(self, n, timeout=120):
+        """Have n smtpd and n cleanup processes running and idle: hold n
+        sessions open at once through MAIL and RCPT (smtpd opens its
+        cleanup stream at the first accepted RCPT), then RSET and QUIT.
+
+        Why: the master spawns a daemon only when none is idle and the
+        listener is readable, one at a time, each counted as available
+        until it has accepted a connection - so a cold instance ramps up
+        serially, at one fork+exec+init per new session (here ~30 ms:
+        100 sessions waited up to 3 s for their greeting).  Daemons stay
+        (max_use, max_idle), so after this the generator meets warm
+        processes, as on a server that has been under load.  Returns the
+        seconds it took."""
+        import selectors
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        steps = [None, b"EHLO prespawn.test\r\n", b"MAIL FROM:<prespawn@client.test>\r\n",
+                 b"RCPT TO:<prespawn@server.test>\r\n"]
+        socks = []
+        try:
+            for _ in range(n):
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                s.setblocking(False)
+                socks.append(s)
+            for cmd in steps:
+                if cmd:
+                    for s in socks:
+                        s.sendall(cmd)
+                sel = selectors.DefaultSelector()
+                buf = {}
+                for s in socks:
+                    sel.register(s, selectors.EVENT_READ)
+                    buf[s] = b""
+                waiting = set(socks)
+                while waiting:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise PostfixError("prespawn: %d of %d sessions got no reply to %r in %ss"
+                                           % (len(waiting), n, cmd, timeout))
+                    for key, _ in sel.select(min(left, 1)):
+                        s = key.fileobj
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            raise PostfixError("prespawn: connection closed: %r" % buf[s][-200:])
+                        buf[s] += chunk
+                        lines = buf[s].split(b"\r\n")
+                        if len(lines) >= 2 and lines[-2][3:4] == b" ":
+                            if not lines[-2][:1] in (b"2",):
+                                raise PostfixError("prespawn: %r got %r" % (cmd, lines[-2]))
+                            waiting.discard(s)
+                            sel.unregister(s)
+                sel.close()
+            for s in socks:
+                s.setblocking(True)
+                s.sendall(b"RSET\r\nQUIT\r\n")
+        finally:
+            for s in socks:
+                s.close()
+        return time.monotonic() - t0
 
     def wait_queue_empty(self, timeout=10):
         """True once the queue is empty (bounded wait)."""

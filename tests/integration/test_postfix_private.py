@@ -123,6 +123,33 @@ class PrivatePostfixTest(unittest.TestCase):
             self.assertGreater(cpu1, cpu0)
         self.assert_gone(pf)
 
+    def test_prespawn_leaves_idle_daemons_and_no_mail(self):
+        with PrivatePostfix(free_port(), processes=20) as pf:
+            pf.prespawn(8)
+            comms = []
+            for pid in pf.pids():
+                with open("/proc/%d/comm" % pid) as f:
+                    comms.append(f.read().strip())
+            self.assertGreaterEqual(comms.count("smtpd"), 8, comms)
+            self.assertGreaterEqual(comms.count("cleanup"), 8, comms)
+            self.assertTrue(pf.wait_queue_empty(10 * SLOW))
+            self.assertNotIn("status=sent", pf.log_text())
+            # the idle daemons take the next sessions: no new smtpd appears
+            before = set(pf.pids())
+            with smtplib.SMTP("127.0.0.1", pf.port, timeout=10 * SLOW) as s:
+                s.ehlo("client.test")
+                self.assertEqual([c for c, _ in send(s, 0)], [250, 250, 250])
+            new = set(pf.pids()) - before
+            names = set()
+            for pid in new:
+                try:
+                    with open("/proc/%d/comm" % pid) as f:
+                        names.add(f.read().strip())
+                except OSError:
+                    pass
+            self.assertNotIn("smtpd", names)
+        self.assert_gone(pf)
+
     def test_two_instances_at_once(self):
         a_port = free_port()
         with PrivatePostfix(a_port, processes=20) as a:

@@ -22,8 +22,9 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 echo "deps: installing ${missing[*]}"
 # postfix and haproxy are installed only as tools the tests start themselves
-# (smtp-sink/smtp-source; haproxy -f in front of smtpsink): answer postfix's
-# debconf question and keep invoke-rc.d from starting the daemon.
+# (smtp-sink/smtp-source, a private smtpd instance with its own config dir -
+# scripts/postfix_private.py; haproxy -f in front of smtpsink): answer
+# postfix's debconf question and keep invoke-rc.d from starting the daemon.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 if [ ! -e /usr/sbin/policy-rc.d ]; then
 	printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null

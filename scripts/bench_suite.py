@@ -133,6 +133,54 @@ def run_point(server, gen, sessions, size, secs, a, extra=()):
     return row
 
 
+def postfix_point(gen, sessions, secs, a):
+    """smtpbench or smtp-source against a private Postfix smtpd (its own
+    config and queue under /tmp, a loopback port, everything to the discard
+    transport; never the system's postfix), timed like every other point.
+    The instance is warmed first (prespawn: as many smtpd processes as
+    sessions, as a running server has), so the point measures Postfix
+    taking mail, not the master forking 100 processes one by one."""
+    from postfix_private import PrivatePostfix
+    port = free_port()
+    with PrivatePostfix(port, processes=max(100, sessions * 2 + 50)) as pf:
+        pf.prespawn(sessions)
+        if gen == "smtpbench":
+            jf = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
+            gcmd = [a.smtpbench, "--target", "127.0.0.1:%d" % port, "--sessions", str(sessions),
+                    "--duration", "%gs" % secs, "--size", "1k", "--quiet", "--json", jf,
+                    "--timeout", "30s"]
+        else:
+            rate = a.rate_seen.get(("postfix", sessions), 1000)
+            msgs = max(3 * sessions, int(rate * secs))
+            gcmd = ["/usr/sbin/smtp-source", "-d", "-s", str(sessions), "-m", str(msgs),
+                    "-l", "1024", "-f", "bench@client.test", "-t", "sink@server.test",
+                    "127.0.0.1:%d" % port]
+        c0 = pf.cpu_seconds()
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.monotonic()
+        g = subprocess.run(gcmd, capture_output=True, timeout=600)
+        wall = time.monotonic() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        c1 = pf.cpu_seconds()
+        errors = 0
+        if gen == "smtpbench":
+            with open(jf) as f:
+                rep = json.load(f)
+            os.unlink(jf)
+            msgs = rep["messages"]["delivered"] + rep["messages"]["partial"]
+            errors = rep["messages"]["failed"] + rep["connections"]["failed"]
+        elif g.returncode != 0:
+            errors = msgs
+        else:
+            a.rate_seen[("postfix", sessions)] = msgs / wall
+    gen_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return {"server": "postfix-smtpd", "generator": gen, "sessions": sessions, "size": "1k",
+            "mode": "data", "messages": msgs, "wall_s": wall, "msgs_per_s": msgs / wall,
+            "server_cpu_us_per_msg": (c1 - c0) * 1e6 / msgs if msgs else None,
+            "gen_cpu_us_per_msg": gen_cpu * 1e6 / msgs if msgs else None, "errors": errors,
+            "generator_cmd": " ".join(gcmd)}
+
+
 def limit_point(a, mode, io, sessions, size, secs):
     """One limitbench run: round trips/s (pingpong) or octets/s (stream)."""
     jf = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
@@ -294,7 +342,7 @@ def plots(out, rows, servers, sizes, ceil=()):
                 plot += (", '%s' index %d with lines lw 2 dt 2 lc rgb 'black' title "
                          "'loopback ceiling (%d round trips/msg)'"
                          % (dat, len(servers), RTS[gen]))
-            script = ("set terminal png size 800,500; set output '%s'; set logscale x; "
+            script = ("set terminal pngcairo size 800,500 font \",10\"; set output '%s'; set logscale x; "
                       "set title 'Throughput vs sessions, %s bodies, generator %s'; "
                       "set xlabel 'concurrent sessions'; set ylabel 'messages per second'; "
                       "set yrange [0:*]; set offsets 0, 0, graph 0.1, 0; set key top left; plot %s"
@@ -320,7 +368,7 @@ def plots(out, rows, servers, sizes, ceil=()):
                      % (dat, i, COLOURS.get(s, "#7f7f7f"), s, dat, i,
                         COLOURS.get(s, "#7f7f7f"), s)
                      for i, s in enumerate(servers))
-    script = ("set terminal png size 800,500; set output '%s'; set logscale xy; "
+    script = ("set terminal pngcairo size 800,500 font \",10\"; set output '%s'; set logscale xy; "
               "set title 'Message latency, MAIL to final reply (smtpbench, %s bodies)'; "
               "set xlabel 'concurrent sessions'; "
               "set ylabel 'latency (ms)'; set key top left; plot %s"
@@ -465,6 +513,24 @@ def main():
                 print("%-15s smtpbench %-22s s=100 1k %9.0f msg/s srv %8s us/msg gen %8s us/msg"
                       % (srv, r["mode"], r["msgs_per_s"], fmt(r["server_cpu_us_per_msg"], "%.1f"),
                          fmt(r["gen_cpu_us_per_msg"], "%.1f")), flush=True)
+    # a real server: a private Postfix smtpd, both generators
+    pfx = []
+    if os.path.exists("/usr/sbin/postfix") and os.geteuid() == 0:
+        for rep in range(repeats):
+            for s in ([10] if a.quick else [10, 100]):
+                for gen in ("smtpbench", "smtp-source"):
+                    try:
+                        r = postfix_point(gen, s, secs, a)
+                    except Exception as e:  # noqa: BLE001 - a point, not the run
+                        print("postfix point failed: %s %d: %s" % (gen, s, e))
+                        continue
+                    r["repeat"] = rep
+                    pfx.append(r)
+                    print("postfix-smtpd   %-11s s=%-5d 1k   %9.0f msg/s srv %8s us/msg gen %8s "
+                          "us/msg err %d" % (gen, s, r["msgs_per_s"],
+                                             fmt(r["server_cpu_us_per_msg"], "%.1f"),
+                                             fmt(r["gen_cpu_us_per_msg"], "%.1f"), r["errors"]),
+                          flush=True)
     # the machine's ceiling, measured in this run like everything else
     ceil = ceiling_runs(a, sorted(set(sessions + big)), sizes, repeats, secs)
     extra = {}
@@ -486,7 +552,8 @@ def main():
     with open(os.path.join(out, "meta.json"), "w") as f:
         json.dump(m, f, indent=1)
     with open(os.path.join(out, "raw.json"), "w") as f:
-        json.dump({"meta": m, "runs": rows, "deep": deep, "ceiling": ceil, "open_loop": ol,
+        json.dump({"meta": m, "runs": rows, "deep": deep, "postfix": pfx, "ceiling": ceil,
+                   "open_loop": ol,
                    "idle_rss": extra["idle_rss"]}, f, indent=1)
     keys = ["server", "generator", "mode", "sessions", "size", "repeat", "messages", "wall_s",
             "msgs_per_s", "mb_per_s", "server_cpu_us_per_msg", "gen_cpu_us_per_msg",
@@ -494,7 +561,7 @@ def main():
     with open(os.path.join(out, "raw.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(keys)
-        for r in rows + deep:
+        for r in rows + deep + pfx:
             w.writerow([r.get(k) for k in keys])
     with open(os.path.join(out, "ceiling.csv"), "w", newline="") as f:
         w = csv.writer(f)
@@ -544,6 +611,25 @@ def main():
                         sum(r["errors"] for r in sel), fmt(rr, "%.2f"), fmt(cr, "%.2f"),
                         fmt(gr, "%.2f"), fmt(cm), fmt(rate / cm if cm else None, "%.2f")))
     L += ceiling_section(ceil, deep, sorted(set(sessions + big)), sizes, extra.get("scanbench"))
+    if pfx:
+        L += ["", "## A real server: private Postfix smtpd (1 KiB)", "",
+              "scripts/postfix_private.py: its own config and queue directories, a loopback "
+              "port, every message to the discard transport (queued, synced to disk, then "
+              "discarded), warmed with one smtpd per session; CPU = every process of the "
+              "instance. Timed like the rows above.", "",
+              "| sessions | generator | msgs/s | Postfix µs/msg | gen µs/msg | err | msgs/s ÷ "
+              "smtp-source's |", "|---|---|---|---|---|---|---|"]
+        for s in sorted({r["sessions"] for r in pfx}):
+            ref = [r for r in pfx if (r["sessions"], r["generator"]) == (s, "smtp-source")]
+            for gen in ("smtpbench", "smtp-source"):
+                sel = [r for r in pfx if (r["sessions"], r["generator"]) == (s, gen)]
+                if sel:
+                    rate = med(sel, "msgs_per_s")
+                    L.append("| %d | %s | %s | %s | %s | %d | %s |" % (
+                        s, gen, fmt(rate), fmt(med(sel, "server_cpu_us_per_msg"), "%.0f"),
+                        fmt(med(sel, "gen_cpu_us_per_msg"), "%.1f"),
+                        sum(r["errors"] for r in sel),
+                        fmt(rate / med(ref, "msgs_per_s") if ref else None, "%.2f")))
     L += ["", "## Open loop vs closed loop", "",
           "`%s` against %s: delivered %d." % (ol["command"], ol["sink"], ol["delivered"]), "",
           "| latency | p50 | p90 | p99 | p99.9 |", "|---|---|---|---|---|",

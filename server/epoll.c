@@ -39,6 +39,7 @@ struct econn {
 	uint8_t readable; /* an edge said so and no read has hit EAGAIN since */
 	uint8_t writable;
 	uint8_t registered;
+	uint8_t hup; /* the peer shut down (or failed): read to the end */
 };
 
 static inline struct econn *EC(struct conn *c)
@@ -102,9 +103,16 @@ static int ep_read(struct worker *w, struct conn *c, int budget)
 	struct econn *ec = EC(c);
 
 	while (budget > 0 && c->state != CONN_CLOSED && ec->readable && conn_wants_input(c)) {
-		ssize_t n = recv(c->fd, e->rbuf, conn_bulk(c) ? RBUF_SIZE : CONN_RECV_SMALL, 0);
+		size_t want = conn_bulk(c) ? RBUF_SIZE : CONN_RECV_SMALL;
+		ssize_t n = recv(c->fd, e->rbuf, want, 0);
 		budget--;
 		if (n > 0) {
+			/* Less than asked: the socket is empty now, and new input
+			 * brings a new edge; without this every round trip paid a
+			 * second recv for its EAGAIN.  After a hang-up the edge has
+			 * been spent, so read on to the end of stream. */
+			if ((size_t)n < want && !ec->hup)
+				ec->readable = 0;
 			conn_input(c, e->rbuf, (size_t)n);
 		} else if (n == 0) {
 			ec->readable = 0;
@@ -233,6 +241,8 @@ static void ep_wait(struct worker *w, uint64_t timeout_ns)
 		struct conn *c = evs[i].data.ptr;
 		if (evs[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 			EC(c)->writable = 1;
+		if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+			EC(c)->hup = 1;
 		if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
 			EC(c)->readable = 1;
 			ep_read(w, c, SYSCALLS_PER_SYNC);

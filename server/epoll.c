@@ -30,6 +30,7 @@
 struct epoll_worker {
 	int ep;
 	bool listening;
+	bool spread_woken;    /* worker 0: the others were told to listen too */
 	uint64_t relisten_ns; /* accept paused after EMFILE/ENFILE until then */
 	char *rbuf;
 };
@@ -80,6 +81,14 @@ static void do_accept(struct epoll_worker *e, struct worker *w, int idx)
 		if (!server_admit(srv)) {
 			reject_busy(srv, fd);
 			continue;
+		}
+		if (!e->spread_woken &&
+		    atomic_load_explicit(&srv->conns, memory_order_relaxed) >= WORKER_PACK_CONNS) {
+			/* Past packing: the others listen too (see want_listen). */
+			e->spread_woken = true;
+			for (int i = 0; i < srv->nworkers; i++)
+				if (i != w->id)
+					worker_wake(&srv->workers[i]);
 		}
 		struct conn *c = conn_open(w, fd, srv->cfg.listen[idx].tls);
 		if (!c)
@@ -173,6 +182,23 @@ static bool ep_sync(struct worker *w, struct conn *c)
 	return false;
 }
 
+/* want_listen - should this worker take new connections?  Worker 0 always
+ * (unless stopping or out of descriptors); the others only once the server
+ * holds WORKER_PACK_CONNS connections, and until it is down to half that.
+ * A few request/reply sessions then share one worker instead of waking two
+ * threads that compete with the client for the CPUs (EPOLLEXCLUSIVE wakes
+ * whichever worker is idle, which spread them over all workers). */
+static bool want_listen(struct epoll_worker *e, struct worker *w)
+{
+	uint64_t n = atomic_load_explicit(&w->srv->conns, memory_order_relaxed);
+
+	if (w->now < e->relisten_ns)
+		return false;
+	if (n < WORKER_PACK_CONNS / 2)
+		e->spread_woken = false;
+	return w->id == 0 || n >= WORKER_PACK_CONNS || (e->listening && n >= WORKER_PACK_CONNS / 2);
+}
+
 static int ep_init(struct worker *w)
 {
 	struct epoll_worker *e = calloc(1, sizeof(*e));
@@ -192,7 +218,7 @@ static int ep_init(struct worker *w)
 		return -err;
 	}
 	w->backend = e;
-	if (!atomic_load(&w->srv->stop_phase))
+	if (!atomic_load(&w->srv->stop_phase) && want_listen(e, w))
 		listeners_ctl(e, w->srv, EPOLL_CTL_ADD);
 	return 0;
 }
@@ -223,8 +249,8 @@ static void ep_wait(struct worker *w, uint64_t timeout_ns)
 	int timeout = (int)((timeout_ns + 999999) / 1000000);
 	int n;
 
-	if (!e->listening && w->now >= e->relisten_ns)
-		listeners_ctl(e, w->srv, EPOLL_CTL_ADD);
+	if (want_listen(e, w) != e->listening)
+		listeners_ctl(e, w->srv, e->listening ? EPOLL_CTL_DEL : EPOLL_CTL_ADD);
 	n = epoll_wait(e->ep, evs, MAX_EVENTS, timeout);
 	w->now = now_ns();
 	for (int i = 0; i < n; i++) {

@@ -30,6 +30,7 @@
 struct epoll_worker {
 	int ep;
 	bool listening;
+	bool spread_woken;    /* worker 0: the others were told to listen too */
 	uint64_t relisten_ns; /* accept paused after EMFILE/ENFILE until then */
 	char *rbuf;
 };
@@ -39,6 +40,7 @@ struct econn {
 	uint8_t readable; /* an edge said so and no read has hit EAGAIN since */
 	uint8_t writable;
 	uint8_t registered;
+	uint8_t hup; /* the peer shut down (or failed): read to the end */
 };
 
 static inline struct econn *EC(struct conn *c)
@@ -80,6 +82,14 @@ static void do_accept(struct epoll_worker *e, struct worker *w, int idx)
 			reject_busy(srv, fd);
 			continue;
 		}
+		if (!e->spread_woken &&
+		    atomic_load_explicit(&srv->conns, memory_order_relaxed) >= WORKER_PACK_CONNS) {
+			/* Past packing: the others listen too (see want_listen). */
+			e->spread_woken = true;
+			for (int i = 0; i < srv->nworkers; i++)
+				if (i != w->id)
+					worker_wake(&srv->workers[i]);
+		}
 		struct conn *c = conn_open(w, fd, srv->cfg.listen[idx].tls);
 		if (!c)
 			continue;
@@ -102,9 +112,16 @@ static int ep_read(struct worker *w, struct conn *c, int budget)
 	struct econn *ec = EC(c);
 
 	while (budget > 0 && c->state != CONN_CLOSED && ec->readable && conn_wants_input(c)) {
-		ssize_t n = recv(c->fd, e->rbuf, conn_bulk(c) ? RBUF_SIZE : CONN_RECV_SMALL, 0);
+		size_t want = conn_bulk(c) ? RBUF_SIZE : CONN_RECV_SMALL;
+		ssize_t n = recv(c->fd, e->rbuf, want, 0);
 		budget--;
 		if (n > 0) {
+			/* Less than asked: the socket is empty now, and new input
+			 * brings a new edge; without this every round trip paid a
+			 * second recv for its EAGAIN.  After a hang-up the edge has
+			 * been spent, so read on to the end of stream. */
+			if ((size_t)n < want && !ec->hup)
+				ec->readable = 0;
 			conn_input(c, e->rbuf, (size_t)n);
 		} else if (n == 0) {
 			ec->readable = 0;
@@ -165,6 +182,23 @@ static bool ep_sync(struct worker *w, struct conn *c)
 	return false;
 }
 
+/* want_listen - should this worker take new connections?  Worker 0 always
+ * (unless stopping or out of descriptors); the others only once the server
+ * holds WORKER_PACK_CONNS connections, and until it is down to half that.
+ * A few request/reply sessions then share one worker instead of waking two
+ * threads that compete with the client for the CPUs (EPOLLEXCLUSIVE wakes
+ * whichever worker is idle, which spread them over all workers). */
+static bool want_listen(struct epoll_worker *e, struct worker *w)
+{
+	uint64_t n = atomic_load_explicit(&w->srv->conns, memory_order_relaxed);
+
+	if (w->now < e->relisten_ns)
+		return false;
+	if (n < WORKER_PACK_CONNS / 2)
+		e->spread_woken = false;
+	return w->id == 0 || n >= WORKER_PACK_CONNS || (e->listening && n >= WORKER_PACK_CONNS / 2);
+}
+
 static int ep_init(struct worker *w)
 {
 	struct epoll_worker *e = calloc(1, sizeof(*e));
@@ -184,7 +218,7 @@ static int ep_init(struct worker *w)
 		return -err;
 	}
 	w->backend = e;
-	if (!atomic_load(&w->srv->stop_phase))
+	if (!atomic_load(&w->srv->stop_phase) && want_listen(e, w))
 		listeners_ctl(e, w->srv, EPOLL_CTL_ADD);
 	return 0;
 }
@@ -215,8 +249,8 @@ static void ep_wait(struct worker *w, uint64_t timeout_ns)
 	int timeout = (int)((timeout_ns + 999999) / 1000000);
 	int n;
 
-	if (!e->listening && w->now >= e->relisten_ns)
-		listeners_ctl(e, w->srv, EPOLL_CTL_ADD);
+	if (want_listen(e, w) != e->listening)
+		listeners_ctl(e, w->srv, e->listening ? EPOLL_CTL_DEL : EPOLL_CTL_ADD);
 	n = epoll_wait(e->ep, evs, MAX_EVENTS, timeout);
 	w->now = now_ns();
 	for (int i = 0; i < n; i++) {
@@ -233,6 +267,8 @@ static void ep_wait(struct worker *w, uint64_t timeout_ns)
 		struct conn *c = evs[i].data.ptr;
 		if (evs[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 			EC(c)->writable = 1;
+		if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+			EC(c)->hup = 1;
 		if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
 			EC(c)->readable = 1;
 			ep_read(w, c, SYSCALLS_PER_SYNC);

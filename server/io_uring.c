@@ -39,10 +39,18 @@ enum { AOP_ACCEPT = 1, AOP_MSG = 2, AOP_REARM = 3, AOP_CANCEL = 4 };
 #define OP_MASK 7ull
 #define BGID    1
 
+/* A turn that submitted sends waits for their completions plus one more
+ * event, but no longer than this: the sends usually complete inline at
+ * submission, and their CQEs alone must not end the wait (that cost a second
+ * io_uring_enter per reply).  A send that does not complete inline (a full
+ * socket) has its CQE looked at after this long at the latest. */
+#define SEND_WAIT_CAP_NS (1000ull * 1000)
+
 struct uring_worker {
 	struct io_uring ring;
 	struct uring_bufs bufs;
 	uint64_t wake_val;
+	unsigned sends; /* sends prepared since the last wait */
 };
 
 /* Per-connection backend state in conn.io. */
@@ -99,6 +107,7 @@ static void arm_send(struct uring_worker *u, struct conn *c)
 	uc->send_len = (uint32_t)n;
 	uc->send_busy = 1;
 	uc->refs++;
+	u->sends++;
 }
 
 static void cancel(struct uring_worker *u, struct conn *c, uint64_t what, bool all)
@@ -217,6 +226,10 @@ static void handle_cqe(struct uring_worker *u, struct worker *w, struct io_uring
 
 	switch (op) {
 	case OP_NEWCONN:
+		/* single writer: the acceptor reads it for placement */
+		atomic_store_explicit(&w->arrived,
+		                      atomic_load_explicit(&w->arrived, memory_order_relaxed) + 1,
+		                      memory_order_relaxed);
 		if (cqe->res >= 0)
 			conn_open(w, cqe->res, (data >> 32) & 1);
 		break;
@@ -280,14 +293,23 @@ static void ur_wait(struct worker *w, uint64_t timeout_ns)
 {
 	struct uring_worker *u = w->backend;
 	struct io_uring_cqe *cqe;
-	struct __kernel_timespec ts = {.tv_sec = (long long)(timeout_ns / 1000000000ull),
-	                               .tv_nsec = (long long)(timeout_ns % 1000000000ull)};
-	unsigned head, n = 0;
+	unsigned head, n = 0, want = 1;
 	int ret;
 
 	/* One io_uring_enter submits every send and re-arm of the last sync
-	 * and waits for the next batch (DEFER_TASKRUN runs completions here). */
-	ret = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+	 * and waits for the next batch (DEFER_TASKRUN runs completions here).
+	 * Sends on a socket with room complete during the submission, and
+	 * their CQEs would satisfy a wait for one: count them in, so a
+	 * request/reply client costs one enter per round trip, not two. */
+	if (u->sends && timeout_ns) {
+		want += u->sends;
+		if (timeout_ns > SEND_WAIT_CAP_NS)
+			timeout_ns = SEND_WAIT_CAP_NS;
+	}
+	u->sends = 0;
+	struct __kernel_timespec ts = {.tv_sec = (long long)(timeout_ns / 1000000000ull),
+	                               .tv_nsec = (long long)(timeout_ns % 1000000000ull)};
+	ret = io_uring_submit_and_wait_timeout(&u->ring, &cqe, want, &ts, NULL);
 	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY)
 		fprintf(stderr, "smtpsink: worker %d: io_uring_enter: %s\n", w->id, strerror(-ret));
 	w->now = now_ns();
@@ -325,27 +347,48 @@ static void arm_accept(struct io_uring *ring, struct server *srv, int i)
 	io_uring_sqe_set_data64(sqe, ((uint64_t)i << 8) | AOP_ACCEPT);
 }
 
-/* pick_worker - least connections, round-robin among equals. */
-static struct worker *pick_worker(struct server *srv, unsigned *rr)
+/* pick_worker - where a new connection goes.  While load is low, pack:
+ * the first worker with fewer than WORKER_PACK_CONNS connections takes it, so a
+ * few request/reply sessions share one worker (and its core) instead of
+ * waking two threads that compete with the client for the CPUs; with
+ * WORKER_PACK_CONNS everywhere, least connections, round robin among equals.
+ * A worker's load counts hand-offs it has not opened yet, so a burst of
+ * connects spreads by what was sent, not by stale counts. */
+static struct worker *pick_worker(struct server *srv, const uint64_t *sent, unsigned *rr, int *wid)
 {
-	struct worker *best = NULL;
+	int best = 0;
 	uint64_t best_n = UINT64_MAX;
 
+	for (int i = 0; i < srv->nworkers; i++) {
+		struct worker *w = &srv->workers[i];
+		uint64_t in_flight =
+		    sent[i] - atomic_load_explicit(&w->arrived, memory_order_relaxed);
+		uint64_t n = atomic_load_explicit(&w->active, memory_order_relaxed) + in_flight;
+		if (n < WORKER_PACK_CONNS) {
+			*wid = i;
+			return w;
+		}
+	}
 	for (int k = 0; k < srv->nworkers; k++) {
-		struct worker *w = &srv->workers[(*rr + (unsigned)k) % (unsigned)srv->nworkers];
-		uint64_t n = atomic_load_explicit(&w->active, memory_order_relaxed);
+		int i = (int)((*rr + (unsigned)k) % (unsigned)srv->nworkers);
+		struct worker *w = &srv->workers[i];
+		uint64_t in_flight =
+		    sent[i] - atomic_load_explicit(&w->arrived, memory_order_relaxed);
+		uint64_t n = atomic_load_explicit(&w->active, memory_order_relaxed) + in_flight;
 		if (n < best_n) {
 			best_n = n;
-			best = w;
+			best = i;
 		}
 	}
 	(*rr)++;
-	return best;
+	*wid = best;
+	return &srv->workers[best];
 }
 
 struct acceptor {
 	struct server *srv;
 	struct io_uring ring;
+	uint64_t *sent; /* hand-offs per worker */
 	unsigned rr;
 	unsigned handoffs; /* MSG_RINGs not yet confirmed */
 	unsigned accepts;  /* multishot accepts armed (or re-arm pending) */
@@ -357,7 +400,7 @@ static void acceptor_cqe(struct acceptor *a, struct io_uring_cqe *cqe)
 	struct server *srv = a->srv;
 	uint64_t data = io_uring_cqe_get_data64(cqe);
 	unsigned op = (unsigned)(data & 0xff);
-	int idx = (int)(data >> 8);
+	int idx = (int)((data >> 8) & 0xffffffff); /* listener, or fd for AOP_MSG */
 
 	switch (op) {
 	case AOP_ACCEPT:
@@ -369,14 +412,17 @@ static void acceptor_cqe(struct acceptor *a, struct io_uring_cqe *cqe)
 			} else if (!server_admit(srv)) {
 				reject_busy(srv, fd);
 			} else {
-				struct worker *w = pick_worker(srv, &a->rr);
+				int wid;
+				struct worker *w = pick_worker(srv, a->sent, &a->rr, &wid);
 				struct io_uring_sqe *sqe = uring_sqe(&a->ring);
 				/* the target's user_data: OP_NEWCONN, and whether the
 				 * listener is implicit TLS */
 				uint64_t tag =
 				    (uint64_t)srv->cfg.listen[idx].tls << 32 | OP_NEWCONN;
 				io_uring_prep_msg_ring(sqe, w->ring_fd, (unsigned)fd, tag, 0);
-				io_uring_sqe_set_data64(sqe, ((uint64_t)fd << 8) | AOP_MSG);
+				io_uring_sqe_set_data64(sqe, (uint64_t)wid << 40 |
+				                                 (uint64_t)fd << 8 | AOP_MSG);
+				a->sent[wid]++;
 				a->handoffs++;
 			}
 		} else if (cqe->res != -ECANCELED) {
@@ -401,6 +447,7 @@ static void acceptor_cqe(struct acceptor *a, struct io_uring_cqe *cqe)
 		if (cqe->res < 0) {
 			/* The worker could not be told: drop the connection. */
 			close(idx);
+			a->sent[data >> 40]--;
 			server_unadmit(srv);
 			atomic_fetch_add(&srv->accept_errors, 1);
 		}
@@ -435,9 +482,12 @@ static void *acceptor_main(void *arg)
 {
 	struct acceptor a = {.srv = arg};
 	struct server *srv = a.srv;
-	int ret = uring_init(&a.ring, 256, 1024, NULL);
+	int ret;
 
+	a.sent = calloc((size_t)srv->nworkers, sizeof(*a.sent));
+	ret = a.sent ? uring_init(&a.ring, 256, 1024, NULL) : -ENOMEM;
 	if (ret) {
+		free(a.sent);
 		fprintf(stderr, "smtpsink: acceptor: io_uring setup: %s\n", strerror(-ret));
 		atomic_store(&srv->acceptor_ready, -1);
 		return NULL;
@@ -462,6 +512,7 @@ static void *acceptor_main(void *arg)
 	while ((a.handoffs || a.accepts) && now_ns() < give_up)
 		acceptor_turn(&a, 10 * 1000 * 1000);
 	io_uring_queue_exit(&a.ring);
+	free(a.sent);
 	for (int i = 0; i < srv->cfg.nlisten; i++) {
 		close(srv->cfg.listen[i].fd);
 		srv->cfg.listen[i].fd = -1;

@@ -264,17 +264,23 @@ struct worker {
 	struct conn *capwait;     /* --capture-strict: sessions waiting for a verdict */
 	struct conn **wakes;      /* min-heap by wake_ns: fault delays, throttles */
 	uint32_t nwakes, capwakes;
-	char *tls_buf;               /* TLS: plaintext scratch, one record */
-	int phase_seen;              /* stop phase this worker has applied */
-	bool forced;                 /* drain deadline applied */
-	bool handoffs_done;          /* no more new connections can arrive */
-	void *backend;               /* backend-private state */
-	int ring_fd;                 /* io_uring: target for MSG_RING hand-off */
-	int wake_fd;                 /* eventfd: main/other threads wake the loop */
-	atomic_int ready;            /* 1 running, -1 setup failed */
-	atomic_uint_fast64_t active; /* connections, for least-loaded placement */
-	struct verify_worker vw;     /* --verify: sequence numbers seen */
+	char *tls_buf;                /* TLS: plaintext scratch, one record */
+	int phase_seen;               /* stop phase this worker has applied */
+	bool forced;                  /* drain deadline applied */
+	bool handoffs_done;           /* no more new connections can arrive */
+	void *backend;                /* backend-private state */
+	int ring_fd;                  /* io_uring: target for MSG_RING hand-off */
+	int wake_fd;                  /* eventfd: main/other threads wake the loop */
+	atomic_int ready;             /* 1 running, -1 setup failed */
+	atomic_uint_fast64_t active;  /* connections, for least-loaded placement */
+	atomic_uint_fast64_t arrived; /* io_uring: hand-offs received (placement) */
+	struct verify_worker vw;      /* --verify: sequence numbers seen */
 };
+
+/* Connections one worker takes before the next worker is used: a few
+ * request/reply sessions stay on one thread (io_uring: pick_worker, epoll:
+ * want_listen). */
+#define WORKER_PACK_CONNS 16
 
 /* Backend-private per-connection state lives in conn.io (no backend fields
  * in the shared struct). */

@@ -299,6 +299,7 @@ struct loop {
 	uint64_t claimed;       /* --messages: slots connecting for an unstarted message */
 	struct retryq rq;       /* --retry: messages waiting for their next attempt */
 	uint32_t open;          /* sessions not yet D_DONE */
+	uint32_t connecting;    /* sessions in D_CONNECTING (pump_connects) */
 	uint32_t rr;
 	uint64_t last_progress, stall_since;
 	/* backends */

@@ -164,6 +164,8 @@ static const struct body *pick_body(struct loop *L)
 
 /* --- connecting ------------------------------------------------------------------ */
 
+static void leave_connecting(struct loop *L, struct csess *s);
+
 static void queue_connect(struct loop *L, struct csess *s)
 {
 	uint32_t n = L->t->nsess;
@@ -219,12 +221,29 @@ static void start_connect(struct loop *L, struct csess *s, uint64_t now)
 		}
 	}
 	s->st = D_CONNECTING;
+	L->connecting++;
 	ret = L->io->connect(L, s, (const struct sockaddr *)&c->target[s->target],
 	                     c->target_len[s->target]);
 	if (ret) {
+		leave_connecting(L, s);
 		L->io->close(L, s);
 		attempt_failed(L, s, CLIENT_FAIL_CONNECT, strerror(-ret), now);
 		after_close(L, s, now);
+	}
+}
+
+/* CONNECTING_MAX - connects in flight per thread.  A server's listen
+ * backlog is finite (smtpsink's 4096, the kernel's somaxconn): 5,000 SYNs
+ * at once from each thread overflowed it, and the dropped ones came back
+ * only after TCP's 1 s and 3 s retransmissions, so 10,000 sessions took
+ * seconds to connect. */
+#define CONNECTING_MAX 256
+
+static void leave_connecting(struct loop *L, struct csess *s)
+{
+	if (s->st == D_CONNECTING) {
+		L->connecting--;
+		s->st = D_WAIT; /* the caller sets what follows */
 	}
 }
 
@@ -233,7 +252,7 @@ static void start_connect(struct loop *L, struct csess *s, uint64_t now)
  * ceiling, never a burst. */
 static void pump_connects(struct loop *L, uint64_t now)
 {
-	while (L->cq_len) {
+	while (L->cq_len && L->connecting < CONNECTING_MAX) {
 		struct csess *s = &L->s[L->cq[L->cq_head]];
 		bool work = connect_work(L, s, now);
 		if (work && L->cr_interval) {
@@ -653,6 +672,7 @@ void drv_connected(struct loop *L, struct csess *s, int err)
 	const char *why = NULL;
 	unsigned act;
 
+	leave_connecting(L, s);
 	if (!err && L->b->cfg.proxy && proxy_header(L, s, &why))
 		err = -1;
 	if (err) {
@@ -744,6 +764,7 @@ static void check_timers(struct loop *L, uint64_t now)
 			break;
 		case D_CONNECTING:
 			if (now >= s->deadline) {
+				leave_connecting(L, s);
 				L->io->close(L, s);
 				attempt_failed(L, s, CLIENT_FAIL_TIMEOUT, "connect timed out", now);
 				after_close(L, s, now);

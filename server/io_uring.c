@@ -432,13 +432,23 @@ static void acceptor_cqe(struct acceptor *a, struct io_uring_cqe *cqe)
 			if (a->stopping) {
 				a->accepts--;
 			} else {
-				/* EMFILE/ENFILE end the multishot: re-arm after a pause
-				 * so a descriptor shortage cannot spin the acceptor. */
-				static struct __kernel_timespec pause = {
-				    .tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
-				struct io_uring_sqe *sqe = uring_sqe(&a->ring);
-				io_uring_prep_timeout(sqe, &pause, 0, 0);
-				io_uring_sqe_set_data64(sqe, ((uint64_t)idx << 8) | AOP_REARM);
+				/* An error (EMFILE/ENFILE above all) ends the multishot:
+				 * re-arm after a pause so a descriptor shortage cannot
+				 * spin the acceptor.  A full completion queue during a
+				 * connect burst ends it with a success (the last
+				 * connection): re-arm at once - a 100 ms pause there let
+				 * the listen backlog overflow, and dropped SYNs come back
+				 * only after TCP's 1 s and 3 s retransmissions. */
+				if (cqe->res < 0) {
+					static struct __kernel_timespec pause = {
+					    .tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+					struct io_uring_sqe *sqe = uring_sqe(&a->ring);
+					io_uring_prep_timeout(sqe, &pause, 0, 0);
+					io_uring_sqe_set_data64(sqe,
+					                        ((uint64_t)idx << 8) | AOP_REARM);
+				} else {
+					arm_accept(&a->ring, srv, idx);
+				}
 			}
 		}
 		break;
@@ -485,7 +495,9 @@ static void *acceptor_main(void *arg)
 	int ret;
 
 	a.sent = calloc((size_t)srv->nworkers, sizeof(*a.sent));
-	ret = a.sent ? uring_init(&a.ring, 256, 1024, NULL) : -ENOMEM;
+	/* a CQ for a 10,000-connection burst: an overflow ends the multishot
+	 * accept (and hand-off completions share the queue) */
+	ret = a.sent ? uring_init(&a.ring, 1024, 16384, NULL) : -ENOMEM;
 	if (ret) {
 		free(a.sent);
 		fprintf(stderr, "smtpsink: acceptor: io_uring setup: %s\n", strerror(-ret));

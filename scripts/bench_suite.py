@@ -73,43 +73,58 @@ def start_server(kind, sessions, smtpsink):
     return p, port, cmd
 
 
+def time_generator(gen, port, sessions, size, secs, a, server_cpu, rate_key, extra=()):
+    """Run one generator against 127.0.0.1:port, timed as every point is:
+    the wall clock around the process, every message it delivered.
+    smtpbench runs --duration secs; smtp-source a count sized from the rate
+    seen at rate_key before (a guess the first time).  server_cpu() is read
+    before and after.  Returns a dict with the figures and smtpbench's
+    report (None for smtp-source)."""
+    rep = None
+    if gen == "smtpbench":
+        jf = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
+        gcmd = [a.smtpbench, "--target", "127.0.0.1:%d" % port, "--sessions", str(sessions),
+                "--duration", "%gs" % secs, "--size", size, "--quiet", "--json", jf,
+                "--timeout", "30s"] + list(extra)
+        msgs = None
+    else:
+        rate = a.rate_seen.get(rate_key, a.rate_guess.get(size, 1000))
+        msgs = max(3 * sessions, int(rate * secs))
+        gcmd = ["/usr/sbin/smtp-source", "-d", "-s", str(sessions), "-m", str(msgs),
+                "-l", str(SIZES[size]), "-f", "bench@client.test", "-t", "sink@server.test",
+                "127.0.0.1:%d" % port]
+    c0 = server_cpu()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    g = subprocess.run(gcmd, capture_output=True, timeout=600)
+    wall = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    c1 = server_cpu()
+    errors = 0
+    if gen == "smtpbench":
+        with open(jf) as f:
+            rep = json.load(f)
+        os.unlink(jf)
+        # every message, timed by the process's wall clock like smtp-source
+        msgs = rep["messages"]["delivered"] + rep["messages"]["partial"]
+        errors = rep["messages"]["failed"] + rep["connections"]["failed"]
+    elif g.returncode != 0:
+        errors = msgs
+    else:
+        a.rate_seen[rate_key] = msgs / wall
+    gen_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return {"messages": msgs, "wall_s": wall, "msgs_per_s": msgs / wall if msgs else 0.0,
+            "server_cpu_us_per_msg": (c1 - c0) * 1e6 / msgs if msgs else None,
+            "gen_cpu_us_per_msg": gen_cpu * 1e6 / msgs if msgs else None, "errors": errors,
+            "generator_cmd": " ".join(gcmd), "report": rep}
+
+
 def run_point(server, gen, sessions, size, secs, a, extra=()):
     p, port, scmd = start_server(server, sessions, a.smtpsink)
-    rep = None
     try:
-        if gen == "smtpbench":
-            jf = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
-            gcmd = [a.smtpbench, "--target", "127.0.0.1:%d" % port, "--sessions", str(sessions),
-                    "--duration", "%gs" % secs, "--size", size, "--quiet", "--json", jf,
-                    "--timeout", "30s"] + list(extra)
-            msgs = None
-        else:
-            rate = a.rate_seen.get((server, sessions, size), a.rate_guess[size])
-            msgs = max(3 * sessions, int(rate * secs))
-            gcmd = ["/usr/sbin/smtp-source", "-d", "-s", str(sessions), "-m", str(msgs),
-                    "-l", str(SIZES[size]), "-f", "bench@client.test", "-t", "sink@server.test",
-                    "127.0.0.1:%d" % port]
-        c0 = cpu_seconds(p.pid)
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.monotonic()
-        g = subprocess.run(gcmd, capture_output=True, timeout=600)
-        wall = time.monotonic() - t0
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        c1 = cpu_seconds(p.pid)
+        t = time_generator(gen, port, sessions, size, secs, a, lambda: cpu_seconds(p.pid),
+                           (server, sessions, size), extra)
         rss = rss_kib(p.pid)
-        gen_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        errors = 0
-        if gen == "smtpbench":
-            with open(jf) as f:
-                rep = json.load(f)
-            os.unlink(jf)
-            # every message, timed by the process's wall clock like smtp-source
-            msgs = rep["messages"]["delivered"] + rep["messages"]["partial"]
-            errors = rep["messages"]["failed"] + rep["connections"]["failed"]
-        elif g.returncode != 0:
-            errors = msgs
-        else:
-            a.rate_seen[(server, sessions, size)] = msgs / wall
     finally:
         p.terminate()
         try:
@@ -117,15 +132,12 @@ def run_point(server, gen, sessions, size, secs, a, extra=()):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+    rep = t.pop("report")
     row = {"server": server, "generator": gen, "sessions": sessions, "size": size,
-           "mode": " ".join(extra) or "data",
-           "messages": msgs, "wall_s": wall, "msgs_per_s": msgs / wall if msgs else 0.0,
-           "mb_per_s": (msgs or 0) * SIZES[size] / wall / 1e6,
-           "server_cpu_us_per_msg": (c1 - c0) * 1e6 / msgs if msgs else None,
-           "gen_cpu_us_per_msg": gen_cpu * 1e6 / msgs if msgs else None,
-           "server_peak_rss_kib": rss, "errors": errors,
-           "p50_ms": None, "p99_ms": None,
-           "server_cmd": " ".join(scmd), "generator_cmd": " ".join(gcmd)}
+           "mode": " ".join(extra) or "data", **t,
+           "mb_per_s": (t["messages"] or 0) * SIZES[size] / t["wall_s"] / 1e6,
+           "server_peak_rss_kib": rss, "p50_ms": None, "p99_ms": None,
+           "server_cmd": " ".join(scmd)}
     if rep:
         row["report_msgs_per_s"] = rep["msgs_per_s"]  # its own measured window
         h = rep["histograms"]["message"]
@@ -145,41 +157,11 @@ def postfix_point(gen, sessions, secs, a):
     port = free_port()
     with PrivatePostfix(port, processes=max(100, sessions * 2 + 50)) as pf:
         pf.prespawn(sessions)
-        if gen == "smtpbench":
-            jf = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
-            gcmd = [a.smtpbench, "--target", "127.0.0.1:%d" % port, "--sessions", str(sessions),
-                    "--duration", "%gs" % secs, "--size", "1k", "--quiet", "--json", jf,
-                    "--timeout", "30s"]
-        else:
-            rate = a.rate_seen.get(("postfix", sessions), 1000)
-            msgs = max(3 * sessions, int(rate * secs))
-            gcmd = ["/usr/sbin/smtp-source", "-d", "-s", str(sessions), "-m", str(msgs),
-                    "-l", "1024", "-f", "bench@client.test", "-t", "sink@server.test",
-                    "127.0.0.1:%d" % port]
-        c0 = pf.cpu_seconds()
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.monotonic()
-        g = subprocess.run(gcmd, capture_output=True, timeout=600)
-        wall = time.monotonic() - t0
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        c1 = pf.cpu_seconds()
-        errors = 0
-        if gen == "smtpbench":
-            with open(jf) as f:
-                rep = json.load(f)
-            os.unlink(jf)
-            msgs = rep["messages"]["delivered"] + rep["messages"]["partial"]
-            errors = rep["messages"]["failed"] + rep["connections"]["failed"]
-        elif g.returncode != 0:
-            errors = msgs
-        else:
-            a.rate_seen[("postfix", sessions)] = msgs / wall
-    gen_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        t = time_generator(gen, port, sessions, "1k", secs, a, pf.cpu_seconds,
+                           ("postfix", sessions))
+    t.pop("report")
     return {"server": "postfix-smtpd", "generator": gen, "sessions": sessions, "size": "1k",
-            "mode": "data", "messages": msgs, "wall_s": wall, "msgs_per_s": msgs / wall,
-            "server_cpu_us_per_msg": (c1 - c0) * 1e6 / msgs if msgs else None,
-            "gen_cpu_us_per_msg": gen_cpu * 1e6 / msgs if msgs else None, "errors": errors,
-            "generator_cmd": " ".join(gcmd)}
+            "mode": "data", **t}
 
 
 def limit_point(a, mode, io, sessions, size, secs):

@@ -84,6 +84,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_server import free_port  # noqa: E402  (one helper for every script)
+
 POSTFIX = "/usr/sbin/postfix"
 POSTQUEUE = "/usr/sbin/postqueue"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -522,14 +525,6 @@ class PrivatePostfix:
 
     def log_tail(self, n=30):
         return "\n".join(self.log_text().splitlines()[-n:]) or "(no maillog)"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def self_test(port, keep):

@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 
 #include "sink/client.h"
+#include "sink/tlsbio.h"
 #include "sink/hist.h"
 #include "sink/pace.h"
 #include "sink/proxy.h"
@@ -255,7 +256,7 @@ struct csess {
 	struct iovec *iov; /* client_iov_max() entries */
 	/* TLS (tls.c); ssl is NULL on a plaintext connection */
 	struct ssl_st *ssl;
-	struct bio_st *rbio, *wbio;    /* memory BIOs, owned by ssl */
+	struct tlsbio tb;              /* ssl's BIO: input in place, output to obuf */
 	struct ssl_session_st *resume; /* --tls-resume: this slot's last session */
 	char *obuf;                    /* ciphertext for the backend, per slot */
 	uint32_t ooff, olen;

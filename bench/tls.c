@@ -3,10 +3,10 @@
  * backends and the client core
  *
  * One byte transform, the same for both backends: ciphertext the backend
- * received goes into the connection's read BIO, plaintext that comes out of
- * SSL_read goes to the client core (drv_feed), the client core's output is
- * encrypted with SSL_write and its ciphertext is copied from the write BIO
- * into the slot's obuf, which is what the backend sends (drv_out).  The
+ * received is read by OpenSSL in place (tlsbio_offer), plaintext that comes
+ * out of SSL_read goes to the client core (drv_feed), the client core's
+ * output is encrypted with SSL_write straight into the slot's obuf
+ * (obuf_sink), which is what the backend sends (drv_out).  The
  * backends never see a plaintext octet of a TLS connection and contain no
  * TLS code; the client core never sees ciphertext.
  *
@@ -15,7 +15,7 @@
  * CLIENT_ACT_TLS and hears back through client_tls_up()/client_tls_failed().
  *
  * Memory: one SSL_CTX per run, shared by the threads (OpenSSL 3 allows it);
- * one SSL and two memory BIOs per connection, with SSL_MODE_RELEASE_BUFFERS
+ * one SSL and one tlsbio per connection, with SSL_MODE_RELEASE_BUFFERS
  * so an idle connection holds no record buffers; obuf is allocated once per
  * session slot, on its first TLS connection, and reused by every reconnect.
  * Plaintext is gathered into one record per SSL_write from the client's
@@ -48,6 +48,7 @@
 #include <sys/socket.h>
 
 #include "bench.h"
+#include "sink/tlsbio.h"
 
 #define TLS_OBUF 17408 /* a full 16 KiB record plus the records queued behind it */
 #define TLS_REC  16384 /* RFC 8446 5.1: plaintext per record at most 2^14 */
@@ -162,13 +163,28 @@ static void flush(struct loop *L, struct csess *s)
 		L->io->send(L, s);
 }
 
+/* obuf_sink - ciphertext from OpenSSL into the slot's send buffer, as much
+ * as fits; tlsbio keeps the rest (a handshake flight behind queued
+ * records) until tls_pump drains it. */
+static size_t obuf_sink(void *arg, const char *p, size_t n)
+{
+	struct csess *s = arg;
+	size_t room = TLS_OBUF - s->ooff - s->olen;
+
+	if (n > room)
+		n = room;
+	memcpy(s->obuf + s->ooff + s->olen, p, n);
+	s->olen += (uint32_t)n;
+	return n;
+}
+
 unsigned tls_begin(struct loop *L, struct csess *s, uint64_t now)
 {
 	const struct bench_cfg *c = &L->b->cfg;
 	const char *host = c->target_host[s->target];
 	bool ip = c->target_ip[s->target];
 	SSL *ssl = NULL;
-	BIO *rb = NULL, *wb = NULL;
+	BIO *bio = NULL;
 	int r;
 
 	if (!s->obuf && !(s->obuf = malloc(TLS_OBUF)))
@@ -176,19 +192,14 @@ unsigned tls_begin(struct loop *L, struct csess *s, uint64_t now)
 	s->ooff = s->olen = 0;
 	ERR_clear_error();
 	ssl = SSL_new(c->tls_ctx);
-	rb = BIO_new(BIO_s_mem());
-	wb = BIO_new(BIO_s_mem());
-	if (!ssl || !rb || !wb) {
+	bio = tlsbio_new(&s->tb, obuf_sink, s);
+	if (!ssl || !bio) {
 		SSL_free(ssl);
-		BIO_free(rb);
-		BIO_free(wb);
+		BIO_free(bio);
 		ERR_clear_error();
 		return client_tls_failed(&s->cl, "TLS: out of memory");
 	}
-	/* an empty memory BIO means "no data yet", never end of file */
-	BIO_set_mem_eof_return(rb, -1);
-	BIO_set_mem_eof_return(wb, -1);
-	SSL_set_bio(ssl, rb, wb);
+	SSL_set_bio(ssl, bio, bio); /* one reference, owned by ssl */
 	SSL_set_connect_state(ssl);
 	SSL_set_app_data(ssl, s);
 	/* RFC 6066 3: HostName is a DNS name; literal addresses are not sent */
@@ -203,8 +214,6 @@ unsigned tls_begin(struct loop *L, struct csess *s, uint64_t now)
 	if (c->tls_resume && s->resume && SSL_SESSION_is_resumable(s->resume))
 		SSL_set_session(ssl, s->resume);
 	s->ssl = ssl;
-	s->rbio = rb;
-	s->wbio = wb;
 	s->tls_hs = TLS_HANDSHAKE;
 	/* the handshake is not a command round trip; the whole of it must
 	 * finish within one --timeout */
@@ -266,16 +275,10 @@ static void broken(struct loop *L, struct csess *s, uint64_t now)
 	drv_act(L, s, act | CLIENT_ACT_CLOSE, now);
 }
 
-void tls_input(struct loop *L, struct csess *s, const char *p, size_t n, uint64_t now)
+/* input_loop - handshake, then records to the client core, until OpenSSL
+ * wants more input or the connection ends (s->gen moves on). */
+static void input_loop(struct loop *L, struct csess *s, uint32_t gen, uint64_t now)
 {
-	uint32_t gen = s->gen;
-
-	if (s->tls_hs == TLS_DEAD)
-		return; /* closing already */
-	if (BIO_write(s->rbio, p, (int)n) != (int)n) {
-		broken(L, s, now);
-		return;
-	}
 	/* SSL_get_error needs an empty error queue; only a failed call adds to
 	 * it, and a failed call ends this loop, so once per batch is enough. */
 	err_reset();
@@ -291,7 +294,7 @@ void tls_input(struct loop *L, struct csess *s, const char *p, size_t n, uint64_
 			}
 			e = SSL_get_error(s->ssl, r);
 			if (e == SSL_ERROR_WANT_READ)
-				break;
+				return;
 			char why[REPLY_TEXT_MAX];
 			ssl_reason(s->ssl, why, sizeof(why), "TLS handshake");
 			s->tls_hs = TLS_DEAD;
@@ -300,8 +303,8 @@ void tls_input(struct loop *L, struct csess *s, const char *p, size_t n, uint64_
 		}
 		/* nothing buffered: SSL_read would only say WANT_READ, at about
 		 * the cost of decrypting a small record in OpenSSL 3 */
-		if (!BIO_ctrl_pending(s->rbio) && !SSL_has_pending(s->ssl))
-			break;
+		if (!tlsbio_in_pending(&s->tb) && !SSL_has_pending(s->ssl))
+			return;
 		r = SSL_read(s->ssl, L->tls_in, sizeof(L->tls_in));
 		if (r > 0) {
 			drv_feed(L, s, L->tls_in, (size_t)r, now);
@@ -311,7 +314,7 @@ void tls_input(struct loop *L, struct csess *s, const char *p, size_t n, uint64_
 		}
 		e = SSL_get_error(s->ssl, r);
 		if (e == SSL_ERROR_WANT_READ)
-			break;
+			return;
 		if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: the server is done */
 			ERR_clear_error();
 			drv_act(L, s, client_eof(&s->cl) | CLIENT_ACT_CLOSE, now);
@@ -320,30 +323,37 @@ void tls_input(struct loop *L, struct csess *s, const char *p, size_t n, uint64_
 		broken(L, s, now);
 		return;
 	}
+}
+
+void tls_input(struct loop *L, struct csess *s, const char *p, size_t n, uint64_t now)
+{
+	uint32_t gen = s->gen, olen = s->olen;
+
+	if (s->tls_hs == TLS_DEAD)
+		return; /* closing already */
+	/* OpenSSL reads the backend's buffer in place; what it leaves (a
+	 * record cut by the segment) is copied before the buffer goes back */
+	tlsbio_offer(&s->tb, p, n);
+	input_loop(L, s, gen, now);
+	if (s->gen != gen || !s->ssl)
+		return; /* closed: tls_close forgot the span */
+	if (tlsbio_keep(&s->tb)) {
+		broken(L, s, now);
+		return;
+	}
 	/* handshake flights, the client's Finished, post-handshake replies */
-	if (BIO_ctrl_pending(s->wbio))
+	if (s->tls_hs != TLS_DEAD && (s->olen > olen || s->tb.spill.len))
 		flush(L, s);
 }
 
 void tls_pump(struct loop *L, struct csess *s)
 {
 	err_reset(); /* see tls_input */
+	/* spilled ciphertext first, so the stream keeps its order */
+	if (tlsbio_drain(&s->tb))
+		return;
 	for (;;) {
 		size_t room = TLS_OBUF - s->ooff - s->olen;
-		size_t pend = BIO_ctrl_pending(s->wbio);
-		if (pend) {
-			/* ciphertext first, so the stream keeps its order */
-			int k;
-			if (!room)
-				return;
-			k = BIO_read(s->wbio, s->obuf + s->ooff + s->olen,
-			             (int)(pend < room ? pend : room));
-			if (k > 0)
-				s->olen += (uint32_t)k;
-			if (k <= 0 || (size_t)k < pend)
-				return;
-			continue;
-		}
 		if (s->tls_hs || !client_has_output(&s->cl) || room <= TLS_OVH)
 			return;
 		/* gather up to one record of plaintext: a small message (envelope,
@@ -362,10 +372,11 @@ void tls_pump(struct loop *L, struct csess *s)
 			}
 			src = L->tls_out;
 		}
+		/* the record goes straight into obuf (room was checked) */
 		int w = SSL_write(s->ssl, src, (int)k);
 		if (w <= 0) {
-			/* with memory BIOs and no renegotiation this cannot wait;
-			 * the session is broken */
+			/* tlsbio never asks to retry and there is no
+			 * renegotiation: the session is broken */
 			broken(L, s, bench_now());
 			return;
 		}
@@ -398,18 +409,16 @@ void tls_close(struct loop *L, struct csess *s)
 		return;
 	/* SSL_shutdown is not allowed after a fatal error */
 	if (s->tls_hs == TLS_UP && !s->olen && s->fd >= 0 && !s->send_busy) {
-		char buf[128];
-		int k;
 		ERR_clear_error();
-		SSL_shutdown(s->ssl);
-		k = BIO_read(s->wbio, buf, sizeof(buf));
-		if (k > 0 && send(s->fd, buf, (size_t)k, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
-			L->t->st.sent_bytes += (uint64_t)k;
+		SSL_shutdown(s->ssl); /* the alert lands in the empty obuf */
+		if (s->olen &&
+		    send(s->fd, s->obuf + s->ooff, s->olen, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+			L->t->st.sent_bytes += s->olen;
 	}
 	ERR_clear_error();
 	SSL_free(s->ssl);
 	s->ssl = NULL;
-	s->rbio = s->wbio = NULL;
+	tlsbio_reset(&s->tb);
 	s->ooff = s->olen = 0;
 	s->tls_hs = 0;
 }
@@ -419,6 +428,7 @@ void tls_slot_free(struct csess *s)
 	if (s->resume)
 		SSL_SESSION_free(s->resume);
 	s->resume = NULL;
+	tlsbio_reset(&s->tb);
 	free(s->obuf);
 	s->obuf = NULL;
 }

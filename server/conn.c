@@ -394,6 +394,11 @@ static void deliver(struct conn *c, const char *p, size_t n)
 	}
 	tls_in(c->tls, p, n);
 	tls_pump(c);
+	/* p goes back to the backend; the rest of it is copied only for a
+	 * connection that may still read it */
+	if (c->tls && tls_in_done(c->tls, c->state == CONN_SESSION || c->state == CONN_HANDSHAKE)) {
+		conn_abort(c, true);
+	}
 }
 
 void conn_input(struct conn *c, const char *p, size_t n)
@@ -516,7 +521,7 @@ static void tls_pump(struct conn *c)
 static void start_tls(struct conn *c)
 {
 	c->starttls = 0;
-	c->tls = tls_conn_new();
+	c->tls = tls_conn_new(&c->wire);
 	if (!c->tls) {
 		conn_abort(c, true);
 		return;
@@ -1032,7 +1037,7 @@ static void conn_begin(struct conn *c, bool tls, bool listed)
 		c->sess.content_ops = &host_count_ops;
 	/* RFC 8314: on an implicit-TLS port the handshake comes first; the
 	 * greeting waits in the plaintext buffer until it is done. */
-	c->tls = tls ? tls_conn_new() : NULL;
+	c->tls = tls ? tls_conn_new(&c->wire) : NULL;
 	if (listed) {
 		set_state(c, c->tls ? CONN_HANDSHAKE : CONN_SESSION);
 	} else {

@@ -13,9 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sink/tlsbio.h"
+
 struct tls_conn {
 	SSL *ssl;
-	BIO *rbio, *wbio; /* owned by ssl */
+	struct tlsbio bio; /* input read in place, output straight to wire */
 };
 
 static SSL_CTX *ctx;
@@ -189,27 +191,37 @@ void tls_teardown(void)
 	ctx = NULL;
 }
 
-struct tls_conn *tls_conn_new(void)
+/* wire_sink - ciphertext straight into the connection's send buffer;
+ * nothing once it has hit its hard cap (tls_out then reports it). */
+static size_t wire_sink(void *arg, const char *p, size_t n)
+{
+	struct obuf *wire = arg;
+	char *w = obuf_reserve(wire, n);
+
+	if (!w)
+		return 0;
+	memcpy(w, p, n);
+	wire->len += (uint32_t)n;
+	return n;
+}
+
+struct tls_conn *tls_conn_new(struct obuf *wire)
 {
 	struct tls_conn *t = calloc(1, sizeof(*t));
+	BIO *bio;
 
 	if (!t)
 		return NULL;
 	t->ssl = SSL_new(ctx);
-	t->rbio = BIO_new(BIO_s_mem());
-	t->wbio = BIO_new(BIO_s_mem());
-	if (!t->ssl || !t->rbio || !t->wbio) {
+	bio = tlsbio_new(&t->bio, wire_sink, wire);
+	if (!t->ssl || !bio) {
 		SSL_free(t->ssl);
-		BIO_free(t->rbio);
-		BIO_free(t->wbio);
+		BIO_free(bio);
 		free(t);
 		ERR_clear_error();
 		return NULL;
 	}
-	/* An empty memory BIO means "no data yet", not EOF. */
-	BIO_set_mem_eof_return(t->rbio, -1);
-	BIO_set_mem_eof_return(t->wbio, -1);
-	SSL_set_bio(t->ssl, t->rbio, t->wbio);
+	SSL_set_bio(t->ssl, bio, bio); /* one reference, owned by ssl */
 	SSL_set_accept_state(t->ssl);
 	return t;
 }
@@ -218,24 +230,33 @@ void tls_conn_free(struct tls_conn *t)
 {
 	if (!t)
 		return;
-	SSL_free(t->ssl); /* frees the BIOs */
+	SSL_free(t->ssl); /* frees the BIO */
+	tlsbio_reset(&t->bio);
 	free(t);
 	ERR_clear_error(); /* per-thread error queue: leave nothing behind */
 }
 
 void tls_in(struct tls_conn *t, const char *p, size_t n)
 {
-	BIO_write(t->rbio, p, (int)n);
+	tlsbio_offer(&t->bio, p, n);
+}
+
+int tls_in_done(struct tls_conn *t, bool keep)
+{
+	if (keep)
+		return tlsbio_keep(&t->bio);
+	tlsbio_offer(&t->bio, NULL, 0);
+	return 0;
 }
 
 size_t tls_in_pending(const struct tls_conn *t)
 {
-	return BIO_ctrl_pending(t->rbio);
+	return tlsbio_in_pending(&t->bio);
 }
 
 bool tls_has_input(const struct tls_conn *t)
 {
-	return BIO_ctrl_pending(t->rbio) || SSL_has_pending(t->ssl);
+	return tlsbio_in_pending(&t->bio) || SSL_has_pending(t->ssl);
 }
 
 enum tls_res tls_handshake(struct tls_conn *t)
@@ -290,18 +311,7 @@ void tls_close_notify(struct tls_conn *t)
 
 int tls_out(struct tls_conn *t, struct obuf *wire)
 {
-	size_t n;
-
-	while ((n = BIO_ctrl_pending(t->wbio)) > 0) {
-		char *w = obuf_reserve(wire, n);
-		if (!w)
-			return -1;
-		int k = BIO_read(t->wbio, w, (int)n);
-		if (k <= 0)
-			break;
-		wire->len += (uint32_t)k;
-	}
-	return 0;
+	return t->bio.failed || tlsbio_drain(&t->bio) || wire->overflow ? -1 : 0;
 }
 
 int tls_version(const struct tls_conn *t)

@@ -1,6 +1,7 @@
 /*
  * tls.h - smtpsink's TLS: one SSL_CTX for the process, and per connection an
- * SSL on memory BIOs, so TLS is a byte transform between the backend
+ * SSL on a tlsbio (sink/tlsbio.h: ciphertext read in place, written into
+ * the connection's send buffer), so TLS is a byte transform between the backend
  * (ciphertext) and the session (plaintext) - no backend knows about it, and
  * io_uring keeps its provided buffers and batched sends (conn.c drives it).
  *
@@ -34,11 +35,17 @@ bool tls_enabled(void);
 
 struct tls_conn;
 
-struct tls_conn *tls_conn_new(void); /* server side; NULL when out of memory */
+/* tls_conn_new - server side; its ciphertext goes straight into wire, which
+ * must outlive it.  NULL when out of memory. */
+struct tls_conn *tls_conn_new(struct obuf *wire);
 void tls_conn_free(struct tls_conn *t);
 
-/* tls_in - ciphertext from the socket (kept in the read BIO until parsed). */
+/* tls_in - ciphertext from the socket, read in place until tls_in_done. */
 void tls_in(struct tls_conn *t, const char *p, size_t n);
+/* tls_in_done - the socket's buffer goes back: keep a copy of what was not
+ * read yet (keep), or forget it (the connection is closing).  0, or -1 when
+ * out of memory. */
+int tls_in_done(struct tls_conn *t, bool keep);
 size_t tls_in_pending(const struct tls_conn *t);
 /* tls_has_input - a record (or part of one) is buffered: tls_read may make
  * progress.  Lets the caller skip the SSL_read that would only say
@@ -62,8 +69,8 @@ long tls_write(struct tls_conn *t, const char *p, size_t n);
 /* tls_close_notify - queue the close_notify alert (RFC 8446 6.1). */
 void tls_close_notify(struct tls_conn *t);
 
-/* tls_out - move ciphertext waiting in the write BIO into wire; 0, or -1
- * when wire cannot grow. */
+/* tls_out - ciphertext is written into wire as it is made; this moves what
+ * wire had no room for.  0, or -1 when wire cannot grow. */
 int tls_out(struct tls_conn *t, struct obuf *wire);
 
 /* Facts about an established connection, for counters. */

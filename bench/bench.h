@@ -8,7 +8,7 @@
  *   io_epoll.c  backend: non-blocking sockets, epoll, writev/recv
  *   io_uring.c  backend: connect, sendmsg, multishot recv on provided buffers
  *   tls.c       the TLS layer between backend and client core: OpenSSL on
- *               memory BIOs, ciphertext to and from the backend, plaintext
+ *               a tlsbio, ciphertext to and from the backend, plaintext
  *               to and from the client core; absent on plaintext sessions
  *   retryq.c    per-thread retry queue (--retry): a bounded min-heap on due
  *               time, pure code

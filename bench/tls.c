@@ -1,5 +1,5 @@
 /*
- * tls.c - smtpbench's TLS layer: OpenSSL on memory BIOs between the
+ * tls.c - smtpbench's TLS layer: OpenSSL on a tlsbio (sink/tlsbio.h) between the
  * backends and the client core
  *
  * One byte transform, the same for both backends: ciphertext the backend

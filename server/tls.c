@@ -1,5 +1,5 @@
 /*
- * tls.c - OpenSSL 3 context and per-connection memory-BIO TLS (see tls.h)
+ * tls.c - OpenSSL 3 context and per-connection TLS on a tlsbio (see tls.h)
  */
 #include "tls.h"
 

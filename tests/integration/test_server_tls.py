@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -220,6 +221,89 @@ class Tls(unittest.TestCase):
                 s.stop()
                 ctr = s.counters()
                 self.assertGreaterEqual(ctr["tls_handshake_failures"], 3)
+                self.assertEqual(ctr["tls_handshakes"], 1)
+                self.assertEqual(ctr["pipelining_violations"], 0)
+
+    def test_split_records_and_backlog(self):
+        # The server reads ciphertext in place from its receive buffers and
+        # keeps only what is left unread (server/tls.c, common/tls/tlsbio.c):
+        # records cut into 7-octet segments, then 100,000 pipelined RSETs
+        # (RFC 2920 3.1 lets RSET stand anywhere in a group) from a client
+        # that does not read until the server has paused with ciphertext left
+        # over.  Every reply arrives, in order, once.
+        n = 100000
+        for be in BACKENDS:
+            with self.subTest(backend=be), TlsSink(backend=be) as s:
+                c = socket.socket()
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                c.settimeout(20 * SLOW)
+                c.connect(("127.0.0.1", s.tls_port))
+                inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+                tls = plain_ctx().wrap_bio(inc, out, server_side=False)
+
+                def send(data, piece):
+                    for i in range(0, len(data), piece):
+                        c.sendall(data[i:i + piece])
+
+                def pump_out(piece=1 << 20):
+                    send(out.read(), piece)
+
+                plain = bytearray()
+
+                def read_until(pred):
+                    while not pred(plain):
+                        try:
+                            d = c.recv(65536)
+                        except ConnectionResetError:
+                            d = b""
+                        if not d:
+                            s.stop()
+                            self.fail("server closed; got %r; counters %r" % (
+                                bytes(plain[-100:]),
+                                {k: v for k, v in s.counters().items() if v}))
+                        inc.write(d)
+                        try:
+                            while True:
+                                got = tls.read(65536)
+                                if not got:  # close_notify (after the 221)
+                                    break
+                                plain.extend(got)
+                        except ssl.SSLWantReadError:
+                            pass
+
+                while True:
+                    try:
+                        tls.do_handshake()
+                        break
+                    except ssl.SSLWantReadError:
+                        pump_out(7)  # the ClientHello, cut into 7-octet segments
+                        d = c.recv(65536)
+                        self.assertTrue(d)
+                        inc.write(d)
+                pump_out()
+                read_until(lambda p: b"220 " in p)
+                tls.write(b"EHLO split.test\r\n")
+                pump_out(7)
+                read_until(lambda p: b"\r\n250 " in p)
+                plain.clear()
+                tls.write(b"RSET\r\n" * n + b"QUIT\r\n")
+                sender = threading.Thread(target=send, args=(out.read(), 4096))
+                sender.start()
+                # the server fills its buffers and pauses; not scaled by SLOW:
+                # a server that got to the QUIT first waits 3 s for a reader
+                time.sleep(0.5)
+                read_until(lambda p: b"221 " in p)
+                sender.join(30 * SLOW)
+                self.assertFalse(sender.is_alive())
+                lines = bytes(plain).split(b"\r\n")
+                self.assertEqual(sum(1 for ln in lines if ln.startswith(b"250 ")), n)
+                self.assertTrue(lines[-2].startswith(b"221 "), lines[-3:])
+                c.close()
+                good_session(s.port)
+                s.stop()
+                ctr = s.counters()
+                self.assertEqual(ctr["in_overflow"], 0)
+                self.assertEqual(ctr["out_overflow"], 0)
                 self.assertEqual(ctr["tls_handshakes"], 1)
 
     def test_half_finished_handshakes(self):

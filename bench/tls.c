@@ -252,7 +252,7 @@ static void handshake_done(struct loop *L, struct csess *s, uint64_t now)
 /* err_reset - empty this thread's OpenSSL error queue.  ERR_clear_error
  * walks all 16 slots and frees each one's data even when the queue is
  * empty, which it nearly always is here: 5.6 % of smtpbench's CPU at 100
- * STARTTLS sessions (perf, results/2026-11-30-tls-ratio).  Peeking first
+ * STARTTLS sessions (perf; results/2026-11-30-tls).  Peeking first
  * costs one thread-local lookup. */
 static void err_reset(void)
 {
@@ -342,7 +342,7 @@ void tls_input(struct loop *L, struct csess *s, const char *p, size_t n, uint64_
 		return;
 	}
 	/* handshake flights, the client's Finished, post-handshake replies */
-	if (s->tls_hs != TLS_DEAD && (s->olen > olen || s->tb.spill.len))
+	if (s->tls_hs != TLS_DEAD && !s->want_close && (s->olen > olen || s->tb.spill.len))
 		flush(L, s);
 }
 
